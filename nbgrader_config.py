@@ -13,10 +13,6 @@ c.CourseDirectory.release_directory = "assignments"
 c.CourseDirectory.course_id = "mf-course"
 # Only notebooks are released: no helper files, caches or checkpoints.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.py", "*.log", "*.db"]
-c.CourseDirectory.db_assignments = [
-    {"name": name} for name in
-    ["00-intro", "01-svd-sgd", "02-als", "03-bpr", "04-warp", "05-fm", "06-capstone"]
-]
 # Training cells take seconds, not the default 30 s per cell worst case; a hung cell is cut at 120 s.
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120

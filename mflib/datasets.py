@@ -309,6 +309,11 @@ def _finish(name: str, ratings: pd.DataFrame, items: pd.DataFrame, users: pd.Dat
         users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
     users = users.sort_values("user_id").reset_index(drop=True)
     items = items.sort_values("item_id").reset_index(drop=True)
+    # one text dtype whatever the source and pandas version (pandas 3 infers its string dtype)
+    items["title"] = items["title"].astype(str)
+    for column in ("gender", "occupation", "zip_code"):
+        if column in users:
+            users[column] = users[column].astype(str)
     users.index.name = "user_idx"
     items.index.name = "item_idx"
     user_pos = pd.Index(users["user_id"])

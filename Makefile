@@ -1,0 +1,47 @@
+# mf-course: `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+# Both create .venv on first use (Python >= 3.11 as `python3`, or set PYTHON=...).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test test-fast notebooks release bundle bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+## The main job: data summary and baselines, then the course released and autograded for pretend students.
+demo: $(STAMP)
+	$(PY) -m mflib.demo
+	$(PY) -m autograder demo
+
+## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs), 2 workers.
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15
+
+## Unit tests only (no nbgrader course runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not course"
+
+## course_src/*.py -> solutions/*.ipynb (executed, with outputs) -> assignments/ (nbgrader release)
+notebooks: $(STAMP)
+	$(PY) -m autograder.notebooks build
+	$(PY) -m autograder.notebooks release
+
+release: $(STAMP)
+	$(PY) -m autograder.notebooks release
+
+## What students get: assignments/ + mflib without the reference models (see docs/instructor.md)
+bundle: $(STAMP)
+	$(PY) -m autograder.bundle
+
+## Side-by-side benchmark against implicit / LightFM / Surprise / myFM (installs the `bench` extra)
+bench: $(STAMP)
+	bash tools/install_bench.sh $(PY)
+	OPENBLAS_NUM_THREADS=1 $(PY) -m mflib.bench
+
+clean-venv:
+	rm -rf $(VENV)

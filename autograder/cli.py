@@ -1,0 +1,103 @@
+"""Command line of the course autograder.
+
+``python -m autograder grade ASSIGNMENT SUBMISSIONS [options]`` grades a whole class: see
+``--help`` and docs/grading.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import grade as grademod
+
+STATUS_HELP = """statuses in grades.csv:
+  graded            ran to the end (reason lists the failed tests)
+  output_limit      graded, but the output was truncated at --output-limit
+  timeout           a cell ran longer than --timeout (interrupted; if it could not be
+                    interrupted the kernel was killed and later cells score 0)
+  memory_limit      MemoryError or killed by the memory limit (--memory)
+  crashed           the kernel died (os._exit, segfault, killed itself); later cells score 0
+  forbidden_import  a forbidden library/reference model was imported; tests from that cell on score 0
+  tampering         the submission tries to change how it is graded; all tests score 0
+  wrong_assignment  the notebook belongs to another assignment; 0
+  invalid_notebook  empty, not JSON, or not a valid notebook; 0
+  error             the grader itself failed for this student (see results/<student>.json)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autograder", description="mf-course autograder")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grade", help="grade a whole class in parallel, in a sandbox",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STATUS_HELP,
+                       description="Runs nbgrader autograde + generate_feedback for every submission, each "
+                                   "in a sandbox, and writes OUT/grades.csv, OUT/feedback/<student>.html and "
+                                   "OUT/results/<student>.json. Reruns skip students already graded.")
+    g.add_argument("assignment", help="assignment name, e.g. 02-als")
+    g.add_argument("submissions", help="folder (nbgrader submitted/ layout or LMS export) or .zip")
+    g.add_argument("--course-dir", help="course root (default: nearest folder with nbgrader_config.py, "
+                                        "else the repository)")
+    g.add_argument("--out", dest="out_dir", help="output folder (default: COURSE/grading/ASSIGNMENT)")
+    g.add_argument("--jobs", "-j", type=int, default=1, help="students graded in parallel (default 1)")
+    g.add_argument("--timeout", type=int, help="seconds per cell (default: the course config's, else 120)")
+    g.add_argument("--memory", dest="memory_mb", type=int, default=2048, help="kernel memory cap, MB (default 2048)")
+    g.add_argument("--output-limit", dest="output_limit_mb", type=float, default=5.0,
+                   help="output kept per notebook, MB (default 5)")
+    g.add_argument("--max-procs", type=int, default=128, help="processes+threads of one kernel (default 128)")
+    g.add_argument("--max-file", dest="fsize_mb", type=int, default=64, help="largest file a kernel may write, MB")
+    g.add_argument("--disk", dest="disk_mb", type=int, default=256, help="kernel working directory size, MB")
+    g.add_argument("--cpus", type=float, default=1.0, help="CPU quota of one kernel in cores (cgroup; default 1)")
+    g.add_argument("--isolation", choices=["auto", "namespace", "user", "none"], default="auto",
+                   help="sandbox strength (default auto = the strongest that works here)")
+    g.add_argument("--sandbox-user", dest="user_prefix", default="mfgrade-sbx",
+                   help="prefix of the sandbox users (created if missing; one per job)")
+    g.add_argument("--allow-path", dest="allow_paths", action="append", default=[],
+                   help="extra host path the kernel may read (repeatable)")
+    g.add_argument("--forbid-import", dest="forbid_imports", action="append", default=[],
+                   help="module students may not import (repeatable; adds to the defaults)")
+    g.add_argument("--allow-import", dest="allow_imports", action="append", default=[],
+                   help="module exempted from the forbidden list (repeatable)")
+    g.add_argument("--student", dest="students", action="append", default=[], help="grade only this student")
+    g.add_argument("--force", action="store_true", help="regrade everybody, ignoring earlier results")
+    g.add_argument("--keep-work", action="store_true", help="keep the private work folders (debugging)")
+    g.add_argument("--quiet", "-q", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "grade":
+        if args.jobs < 1:
+            print("error: --jobs must be >= 1", file=sys.stderr)
+            return 2
+        opts = grademod.Options(
+            assignment=args.assignment, submissions=args.submissions, course_dir=args.course_dir,
+            out_dir=args.out_dir, jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
+            output_limit_mb=args.output_limit_mb, max_procs=args.max_procs, fsize_mb=args.fsize_mb,
+            disk_mb=args.disk_mb, cpus=args.cpus, isolation=args.isolation, user_prefix=args.user_prefix,
+            allow_paths=args.allow_paths, forbid_imports=args.forbid_imports,
+            allow_imports=args.allow_imports, students=args.students, force=args.force,
+            keep_work=args.keep_work, verbose=not args.quiet)
+        try:
+            summary = grademod.grade(opts)
+        except KeyboardInterrupt:
+            print("interrupted; finished grades are saved, rerun to continue", file=sys.stderr)
+            return 130
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(summary, indent=1, sort_keys=True))
+        else:
+            print(f"{summary['submissions']} submissions ({summary['graded']} graded now, {summary['skipped']} "
+                  f"unchanged) in {summary['seconds']} s, isolation {summary['isolation']}: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())))
+            print(f"-> {summary['out_dir']}/grades.csv")
+        return 1 if summary["statuses"].get("error") else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

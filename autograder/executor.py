@@ -1,0 +1,246 @@
+"""nbgrader's Execute preprocessor, hardened for untrusted notebooks (used inside the grading worker).
+
+Differences from :class:`nbgrader.preprocessors.Execute`:
+
+* the kernel is always the sandbox kernel spec (the notebook's ``kernelspec`` is ignored), reached
+  over ZeroMQ ``ipc://`` sockets in the sandbox's run directory, with a cap on message size;
+* a dead kernel (``os._exit``, segfault, OOM kill, CPU limit) or a kernel that cannot be
+  interrupted after a timeout does not abort the whole notebook (nbgrader would record nothing):
+  the failing cell and every later code cell get an error output, so the tests that already ran
+  keep their points and the later ones score 0;
+* output is capped per notebook: after the cap, stdout/display output is replaced by one notice,
+  but errors, ``execute_result`` (partial credit) and the presence of stderr output (which makes
+  nbgrader give 0 to a test cell) are kept, so truncation never changes a score;
+* after every cell the kernel guard's :func:`~autograder.kernel_guard.status` is evaluated as a
+  ``user_expression``; anything but ``'ok'`` is recorded as tampering;
+* everything that happened is appended as JSON lines to ``events_file`` for the grader.
+"""
+from __future__ import annotations
+
+import json
+import signal
+
+import zmq
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
+from nbformat.notebooknode import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Integer, Unicode
+
+GUARD_EXPRESSION = "__import__('sys').modules['autograder.kernel_guard'].status()"
+GUARD_KEY = "__autograder_guard__"
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    max_message_bytes = Integer(64 * 1024 * 1024, config=True)
+
+    def client(self, **kwargs):
+        ctx = zmq.asyncio.Context()
+        ctx.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
+        kwargs.setdefault("context", ctx)
+        return super().client(**kwargs)
+
+
+def _error(ename, evalue):
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue,
+                        traceback=[f"{ename}: {evalue}"])
+
+
+class SandboxedExecute(Execute):
+    sandbox_kernel = Unicode("mf-sandbox", config=True)
+    events_file = Unicode("", config=True)
+    output_limit = Integer(5 * 1024 * 1024, config=True, help="bytes of output kept per notebook")
+    guard = Integer(1, config=True, help="evaluate the kernel guard after every cell")
+    responsive_timeout = Integer(10, config=True,
+                                 help="seconds an interrupted kernel has to answer before it is killed")
+
+    def __init__(self, *args, **kwargs):
+        kwargs["kernel_manager_class"] = SandboxKernelManager
+        super().__init__(*args, **kwargs)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _event(self, kind, cell_index=None, **info):
+        cell = self.nb.cells[cell_index] if cell_index is not None and self.nb is not None else None
+        gid = None
+        if cell is not None:
+            gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        ev = {"event": kind, "cell": cell_index, "grade_id": gid, **info}
+        self._events.append(ev)
+        if self.events_file:
+            with open(self.events_file, "a") as f:
+                f.write(json.dumps(ev) + "\n")
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._events = []
+        self._abort = None
+        self._out_bytes = 0
+        self._truncated_cells = set()
+        self._stderr_marked = set()
+        self.kernel_name = self.sandbox_kernel
+        return super().preprocess(nb, resources, km)
+
+    def create_kernel_manager(self):
+        self.kernel_name = self.sandbox_kernel  # never the notebook's own kernelspec
+        self.km = self.kernel_manager_class(kernel_name=self.sandbox_kernel, config=self.config)
+        return self.km
+
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        if self.guard:
+            execute = kc.execute
+
+            def guarded_execute(code, *args, **kwargs):
+                kwargs["user_expressions"] = {GUARD_KEY: GUARD_EXPRESSION}
+                return execute(code, *args, **kwargs)
+
+            kc.execute = guarded_execute
+        return kc
+
+    # nbclient binds these sync wrappers to its own coroutines: rebind them to ours
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
+
+    # -- execution ------------------------------------------------------------------------------
+    def _kernel_exit(self):
+        try:
+            proc = self.km.provisioner.process  # type: ignore[union-attr]
+            return proc.poll()
+        except AttributeError:
+            return None
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if cell.cell_type != "code" or not cell.source.strip():
+            return cell
+        if self._abort:
+            cell.outputs = [_error("NotExecuted", f"not executed: {self._abort}")]
+            return cell
+        timeouts = sum(1 for e in self._events if e["event"] == "timeout")
+        try:
+            await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if sum(1 for e in self._events if e["event"] == "timeout") > timeouts:
+                # the cell timed out and was interrupted: is the kernel listening again?
+                try:
+                    await self.kc.kernel_info(reply=True, timeout=self.responsive_timeout)
+                except Exception:  # noqa: BLE001 - TimeoutError, or the kernel is gone
+                    raise CellTimeoutError("the kernel did not respond after the interrupt") from None
+            return cell
+        except DeadKernelError:
+            code = None
+            for _ in range(20):
+                code = self._kernel_exit()
+                if code is not None:
+                    break
+                import asyncio
+                await asyncio.sleep(0.1)
+            how = _describe_exit(code)
+            self._event("kernel_died", cell_index, exit_code=code, how=how)
+            self._abort = f"the kernel died in an earlier cell ({how})"
+            cell.outputs = list(cell.get("outputs", [])) + [_error("DeadKernelError", f"the kernel died ({how})")]
+        except CellTimeoutError as e:  # interrupt failed: the kernel does not respond any more
+            self._event("timeout", cell_index, unresponsive=True)
+            self._abort = "an earlier cell timed out and the kernel could not be interrupted"
+            cell.outputs = list(cell.get("outputs", [])) + [
+                _error("CellTimeoutError", f"cell timed out after {self.timeout} s and could not be "
+                                           "interrupted")]
+            try:
+                await self.km.shutdown_kernel(now=True)
+            except Exception:  # noqa: BLE001
+                pass
+            del e
+        return cell
+
+    execute_cell = run_sync(async_execute_cell)
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        index = None
+        if cell is not None and self.nb is not None:
+            for i, c in enumerate(self.nb.cells):
+                if c is cell:
+                    index = i
+                    break
+        self._event("timeout", index, seconds=timeout)
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def on_cell_executed(self, **kwargs):
+        super().on_cell_executed(**kwargs)
+        cell, reply, index = kwargs["cell"], kwargs["execute_reply"], kwargs.get("cell_index")
+        content = reply.get("content", {})
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                if out.get("ename") == "MemoryError":
+                    self._event("memory_error", index)
+                if out.get("ename") in ("ImportError", "ModuleNotFoundError") and \
+                        "[autograder] forbidden import" in str(out.get("evalue", "")):
+                    self._event("forbidden_import", index, what=str(out.get("evalue"))[:300])
+        if self.guard and content.get("status") == "ok":
+            result = content.get("user_expressions", {}).get(GUARD_KEY)
+            text = None
+            if isinstance(result, dict) and result.get("status") == "ok":
+                text = result.get("data", {}).get("text/plain")
+            if text != "'ok'":
+                if isinstance(result, dict) and result.get("status") == "error":
+                    text = f"guard unavailable ({result.get('ename')}: {result.get('evalue')})"
+                self._event("tampering", index, what=str(text)[:500])
+
+    # -- output cap -----------------------------------------------------------------------------
+    def output(self, outs, msg, display_id, cell_index):
+        msg_type = msg["msg_type"]
+        content = msg.get("content", {})
+        size = _size(content)
+        self._out_bytes += size
+        if self._out_bytes <= self.output_limit:
+            return super().output(outs, msg, display_id, cell_index)
+        if cell_index not in self._truncated_cells:
+            self._truncated_cells.add(cell_index)
+            if len(self._truncated_cells) == 1:
+                self._event("output_truncated", cell_index, limit=self.output_limit)
+            outs.append(NotebookNode(output_type="stream", name="stdout",
+                                     text=f"\n[autograder: output truncated, the notebook printed more "
+                                          f"than {self.output_limit // 1024} KiB]\n"))
+        if msg_type == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        if msg_type == "stream" and content.get("name") == "stderr":
+            if cell_index not in self._stderr_marked:  # keep the fact that stderr was written
+                self._stderr_marked.add(cell_index)
+                outs.append(NotebookNode(output_type="stream", name="stderr",
+                                         text="[autograder: stderr output truncated]\n"))
+            return None
+        if msg_type == "execute_result":  # partial credit lives here: keep it, shortened
+            data = dict(content.get("data", {}))
+            data = {"text/plain": str(data.get("text/plain", ""))[:10000]}
+            out = NotebookNode(output_type="execute_result", data=data, metadata={},
+                               execution_count=content.get("execution_count"))
+            outs.append(out)
+            return out
+        return None
+
+
+def _size(content) -> int:
+    n = 0
+    for key in ("text", "evalue", "ename"):
+        v = content.get(key)
+        if isinstance(v, str):
+            n += len(v)
+    for v in (content.get("data") or {}).values():
+        n += len(v) if isinstance(v, str) else len(json.dumps(v, default=str))
+    for line in content.get("traceback") or ():
+        n += len(line)
+    return n + 100
+
+
+def _describe_exit(code) -> str:
+    if code is None:
+        return "no exit status"
+    if code > 128:
+        sig = code - 128
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        extra = {"SIGKILL": "killed", "SIGXCPU": "CPU time limit exceeded", "SIGSEGV": "segmentation fault",
+                 "SIGABRT": "aborted", "SIGBUS": "bus error"}.get(name, "")
+        return f"{name}{', ' + extra if extra else ''}"
+    if code == 126:
+        return "the sandbox could not start the kernel"
+    return f"exit code {code}"

@@ -373,3 +373,15 @@ def test_cold_start_recommendations_depend_on_demographics(ml100k, fitted_ml100k
     # and one of the most-loved, much-rated films is there for the student (Star Wars, Shawshank, ...)
     loved = np.flatnonzero((counts >= 100) & (mean_rating >= 4.2))
     assert len(set(tops[(25, "M", "student")]) & set(loved)) >= 2
+
+
+def test_block_regularization_rejects_unknown_blocks(ml100k):
+    df = ml100k.ratings.iloc[:500]
+    X, space = build_features(ml100k, df)
+    with pytest.raises(ValueError, match="unknown block"):
+        FactorizationMachine(iterations=1, block_regularization={"users": 1e-4}).fit(X, df["rating"],
+                                                                                     feature_space=space)
+    fm = FactorizationMachine(iterations=1, block_regularization={"user": 0.5}, regularization=0.25)
+    fm.fit(X, df["rating"], feature_space=space)
+    assert np.all(fm.regularization_V_[space.slice("user")] == 0.5)
+    assert np.all(fm.regularization_V_[space.slice("item")] == 0.25)

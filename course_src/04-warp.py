@@ -129,6 +129,9 @@ def warp_rank_weight(n_draws, n_items):
 # %% [tests] id=test_warp_rank_weight points=2
 weights = warp_rank_weight(np.array([1, 2, 3, 10, 25]), 11)
 print("L(rank) =", np.round(weights, 4), "(correct: [2.929  2.2833 1.8333 1.  1.])")
+assert np.all(np.diff(weights) <= 0) and weights[0] > weights[-1], (
+    "L(rank) must DECREASE with the number of draws: a violator found on the first draw means many violators "
+    "(a large rank, a big weight); rank = max(1, (n_items - 1) // n_draws)")
 expected = np.array([7381 / 2520, 137 / 60, 11 / 6, 1.0, 1.0])
 check_matches_reference(warp_rank_weight, lambda *args: expected,
                         lambda seed: (np.array([1, 2, 3, 10, 25]), 11), seeds=(0,),
@@ -248,7 +251,9 @@ assert np.all(x_uj > x_ui - 1), ("a returned negative does not violate the margi
                                  "x_uj > x_ui - margin (check the sign of the margin)")
 candidates = np.random.default_rng(0).integers(0, Q.shape[0], size=(len(users), 5))
 assert np.all(candidates[found, n_draws[found] - 1] == negatives[found]), (
-    "n_draws must be the 1-based position of the returned negative among the candidates (draw 1 = column 0)")
+    "the returned negative is not the candidate at position n_draws (counting from 1) of the matrix "
+    "rng.integers(0, n_items, size=(len(users), max_sampled)): draw all max_sampled candidates of every row in "
+    "that one call")
 expected_found = np.array([True, False, True, True, True, True, True, True, True, True, False, True, False,
                            True, False, True])
 assert not np.any(expected_found & ~found), ("you found no violator for some rows that have one: is the "
@@ -347,12 +352,17 @@ def make_inputs(seed, bias=True, max_norm=None, **extra):
 P = np.array([[1.0, 0.0]])
 Q = np.array([[0.5, 0.0], [0.2, 0.0], [-3.0, 0.0]])
 b = np.array([0.0, 0.1, 0.0])
-# x_u0 = 0.5, x_u1 = 0.3, x_u2 = -3: the triple (0, 0, 1) has hinge 1 - 0.5 + 0.3 = 0.8; (0, 0, 2) has 0
-value = warp_loss(P, Q, b, np.array([0, 0]), np.array([0, 0]), np.array([1, 2]), np.array([2.0, 5.0]), 0.0)
-print(f"loss = {value:.6f} (correct: 2 x 0.8 + 5 x 0 = 1.6)")
-check_matches_reference(warp_loss, lambda *args: 1.6,
-                        lambda seed: (P, Q, b, np.array([0, 0]), np.array([0, 0]), np.array([1, 2]),
-                                      np.array([2.0, 5.0]), 0.0), seeds=(0,), name="warp_loss on the small example")
+# x_u0 = 0.5, x_u1 = 0.3, x_u2 = -3. Triples (u, i, j): (0, 0, 1) has hinge 1 - 0.5 + 0.3 = 0.8;
+# (0, 0, 2) has hinge max(0, 1 - 0.5 - 3) = 0; (0, 1, 2) has max(0, 1 - 0.3 - 3) = 0
+small_example = (P, Q, b, np.array([0, 0, 0]), np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([2.0, 5.0, 3.0]))
+value = warp_loss(*small_example, 0.0)
+print(f"loss = {value:.6f} (correct: 2 x 0.8 + 5 x 0 + 3 x 0 = 1.6)")
+check_matches_reference(warp_loss, lambda *args: 1.6, lambda seed: (*small_example, 0.0), seeds=(0,),
+                        name="warp_loss on the small example")
+value = warp_loss(*small_example, 1.0)
+print(f"with lambda = 1: loss = {value:.6f} (correct: 1.6 + 1/2 x 21.6 = 12.4; the penalty counts p_0 three times)")
+check_matches_reference(warp_loss, lambda *args: 12.4, lambda seed: (*small_example, 1.0), seeds=(0,),
+                        name="warp_loss with the penalty (lambda = 1)")
 ### BEGIN HIDDEN TESTS
 from mflib.models import warp as reference
 
@@ -414,22 +424,25 @@ def warp_gradients(user_factors, item_factors, item_bias, users, positives, nega
 
 # %% [tests] id=test_warp_gradients points=3
 params, users, positives, negatives, weights = make_problem(0)
-lam = 0.1
 
 
-def loss_fn(p):
-    return warp_loss(p["user_factors"], p["item_factors"], p.get("item_bias"), users, positives, negatives,
-                     weights, lam)
+def loss_and_gradient(lam):
+    """loss_fn(params) and grad_fn(params) on the triples of make_problem(0), with penalty lam."""
+    def loss_fn(p):
+        return warp_loss(p["user_factors"], p["item_factors"], p.get("item_bias"), users, positives, negatives,
+                         weights, lam)
+
+    def grad_fn(p):
+        return warp_gradients(p["user_factors"], p["item_factors"], p.get("item_bias"), users, positives,
+                              negatives, weights, lam)
+    return loss_fn, grad_fn
 
 
-def grad_fn(p):
-    return warp_gradients(p["user_factors"], p["item_factors"], p.get("item_bias"), users, positives, negatives,
-                          weights, lam)
-
-
-print(check_gradients(loss_fn, grad_fn, params))
-check_gradient(loss_fn, grad_fn, lambda seed: make_problem(seed)[0], name="warp_gradients")
-check_gradient(loss_fn, grad_fn, lambda seed: make_problem(seed, bias=False)[0],
+print(check_gradients(*loss_and_gradient(0.1), params))
+check_gradient(*loss_and_gradient(0.0), lambda seed: make_problem(seed)[0], name="warp_gradients (lambda = 0)")
+check_gradient(*loss_and_gradient(0.1), lambda seed: make_problem(seed)[0],
+               name="warp_gradients with the regularisation term (lambda = 0.1)")
+check_gradient(*loss_and_gradient(0.1), lambda seed: make_problem(seed, bias=False)[0],
                name="warp_gradients without biases")
 ### BEGIN HIDDEN TESTS
 from mflib.models import warp as reference
@@ -504,7 +517,8 @@ assert abs(returned - before) < 1e-9 * max(1.0, abs(before)), (
 assert after < before, ("one small step did not lower the batch loss: are you adding the gradient instead of "
                         "subtracting it, or not updating the arrays in place?")
 warp_step(params["user_factors"], params["item_factors"], params["item_bias"], *args, 10.0, 0.0, 1.5)
-longest = max(np.linalg.norm(params["user_factors"], axis=1).max(), np.linalg.norm(params["item_factors"], axis=1).max())
+longest = max(np.linalg.norm(params["user_factors"], axis=1).max(),
+              np.linalg.norm(params["item_factors"], axis=1).max())
 print(f"after a huge step with max_norm=1.5 the longest factor vector has norm {longest:.4f} (must be <= 1.5)")
 assert longest <= 1.5 + 1e-9, "max_norm: rows longer than max_norm must be scaled back to norm max_norm"
 params, users, positives, negatives, weights = make_problem(2)
@@ -643,7 +657,7 @@ plt.show()
 
 # %% [tests] id=test_training points=2
 check_loss_decreases(loss_history, min_relative_drop=0.3, name="WARP training loss")
-check_ranking(model, train, test, min_ndcg=0.25)
+ranking = check_ranking(model, train, test, min_ndcg=0.25)
 ### BEGIN HIDDEN TESTS
 small = train[:150]
 first = fit_warp(small, factors=6, iterations=2, batch_size=300, random_state=5)
@@ -654,7 +668,7 @@ assert len(first[3]) == 2, "fit_warp must record one loss per epoch"
 assert np.array_equal(first[1], again[1]), (
     "fit_warp with the same random_state gave different factors: draw every random number from "
     "rng = np.random.default_rng(random_state)")
-check_ranking(model, train, test, min_ndcg=0.28)
+ranking = check_ranking(model, train, test, min_ndcg=0.28)
 ### END HIDDEN TESTS
 
 # %% [tests] id=test_recommend points=2

@@ -360,8 +360,9 @@ class WARP(FactorModel):
     show_progress : bool
         A tqdm bar over epochs.
 
-    The defaults are tuned on ML-100K (``mflib.evaluation.implicit_split``, seeds 0-2): NDCG@10 ~0.317,
-    genre Jaccard@10 ~0.34 (popularity: NDCG@10 0.15; LightFM WARP, 64 factors, lr 0.02, 60 epochs: 0.30).
+    The defaults are tuned on ML-100K (``mflib.evaluation.implicit_split``, seeds 0-2): NDCG@10 0.317,
+    precision@10 0.230, genre Jaccard@10 0.341, in ~2 s (popularity: NDCG@10 0.154; LightFM 1.17's WARP with
+    64 components, learning rate 0.02, 60 epochs: NDCG@10 0.308, Jaccard 0.323 on the same splits).
 
     Attributes (after ``fit``)
     --------------------------

@@ -147,7 +147,7 @@ ALTERNATIVES = [
         history["loss"].append(svd_loss(global_mean, user_bias, item_bias, user_factors, item_factors,
                                         users, items, ratings, regularization) / n_ratings)""")],
      "feedback": None},
-    {"name": "uniform initialisation, item factors drawn first, einsum prediction, argpartition neighbours",
+    {"name": "uniform initialisation (same variance), item factors drawn first",
      "cell": "fit_svd",
      "replace": [("""    user_factors = rng.normal(0.0, init_std, (n_users, factors))
     item_factors = rng.normal(0.0, init_std, (n_items, factors))""",

@@ -141,13 +141,14 @@ check_matches_reference(bpr_difference, reference.bpr_difference, lambda seed: m
 #
 # Assuming the triples independent and a Gaussian prior $\Theta \sim \mathcal N(0, \lambda^{-1} I)$ on all
 # parameters, the maximum a posteriori estimate maximises
-# $\ln P(\Theta \mid >) = \sum_{(u,i,j)} \ln \sigma(x_{uij}) - \frac{\lambda}{2}\lVert\Theta\rVert^2 + \text{const}$.
+# $\ln P(\Theta \mid >) = \sum_{(u,i,j)} \ln \sigma(x_{uij}) -
+# \frac{\lambda}{2}\lVert\Theta\rVert^2 + \text{const}$.
 # This is **BPR-Opt**. As a loss to *minimise* over a batch $B$ of triples, with the penalty counted once
 # per triple (what SGD does):
 #
-# $$ L(B) = \sum_{(u,i,j) \in B} \Big[ -\ln \sigma(x_{uij})
-#    + \frac{\lambda}{2}\big(\lVert\mathbf p_u\rVert^2 + \lVert\mathbf q_i\rVert^2 + \lVert\mathbf q_j\rVert^2
-#    + b_i^2 + b_j^2\big) \Big] . $$
+# $$ L(B) = \sum_{(u,i,j) \in B} \Big[ -\ln \sigma(x_{uij}) +
+#    \frac{\lambda}{2}\big(\lVert\mathbf p_u\rVert^2 + \lVert\mathbf q_i\rVert^2 + \lVert\mathbf q_j\rVert^2 +
+#    b_i^2 + b_j^2\big) \Big] . $$
 #
 # **Why it optimises AUC.** The AUC of user $u$ is the fraction of (positive, non-positive) pairs in the
 # right order, $\mathrm{AUC}(u) = \frac{1}{|I_u^+|\,|I \setminus I_u^+|} \sum_{i \in I_u^+} \sum_{j \notin I_u^+}
@@ -572,7 +573,8 @@ scores = {"popularity": evaluate_ranking(Popularity().fit(train), train, test),
 plot_metric_bars(scores, metric=["ndcg@10", "precision@10", "recall@10"], highlight="your BPR",
                  title="ML-100K, 80/20 split of the positives")
 plt.show()
-print({name: round(result["coverage"], 3) for name, result in scores.items()}, "<- share of the catalogue recommended")
+coverage = {name: round(result["coverage"], 3) for name, result in scores.items()}
+print("share of the catalogue recommended to someone:", coverage)
 
 # %% [markdown]
 # **Where does the gradient go?** Draw fresh triples and look at $s_{uij} = \sigma(-x_{uij})$, the factor
@@ -584,7 +586,8 @@ picks = rng.integers(0, train.nnz, 20_000)
 sample_users = np.repeat(np.arange(ds.n_users), np.diff(train.indptr))[picks]
 sample_positives = train.indices[picks]
 sampled_negatives = sample_negatives(train, sample_users, rng)
-s = expit(-bpr_difference(user_factors, item_factors, item_bias, sample_users, sample_positives, sampled_negatives))
+x = bpr_difference(user_factors, item_factors, item_bias, sample_users, sample_positives, sampled_negatives)
+s = expit(-x)
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.hist(s, bins=50)
 ax.set(xlabel=r"$s_{uij} = \sigma(-x_{uij})$", ylabel="triples", title="Gradient scale of random triples")

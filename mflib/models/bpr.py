@@ -58,6 +58,19 @@ The step
 coordinate. AdaGrad is the default: with mini-batches, a popular item collects hundreds of terms in one
 batch and an unpopular one a single term; AdaGrad's per-coordinate step sizes tame the first without
 starving the second (LightFM uses it for BPR too).
+
+Quality and speed (ML-100K, the protocol of :mod:`mflib.evaluation`, default hyper-parameters)
+-------------------------------------------------------------------------------------------------
+Averaged over split seeds 0, 1, 2: NDCG@10 0.303, precision@10 0.225, genre Jaccard@10 of similar items
+0.314, Star Wars -> Empire Strikes Back and Return of the Jedi on every seed (popularity: NDCG@10 0.154
+on split 0; implicit 0.7's BPR, 64 factors and its other defaults: 0.216). The defaults (64 factors,
+AdaGrad, learning rate 0.1, lambda 0.02, 100 epochs, batches of 16384 triples) come from a grid over
+factors, learning rate, lambda, epochs and batch size; with AdaGrad, quality is flat in the batch size
+from 1024 to 16384.
+
+An epoch is ~8 passes over ``(nnz, k)`` arrays (gathers into pre-allocated buffers, one ``einsum``, two
+sparse scatter products) plus a few passes over the parameter matrices per batch: a few milliseconds on
+ML-100K with one BLAS thread, the same order as implicit's compiled BPR on one thread.
 """
 from __future__ import annotations
 
@@ -91,6 +104,7 @@ class PositiveLookup:
         matrix.sum_duplicates()  # canonical: sorted indices, no duplicates
         self.n_users, self.n_items = matrix.shape
         self.counts = np.diff(matrix.indptr)
+        self.full_users = np.flatnonzero(self.counts >= self.n_items)  # users without any negative
         rows = np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
         keys = rows * self.n_items + matrix.indices  # sorted: rows ascend, columns ascend within a row
         self.dense = self.n_users * self.n_items <= max_dense_cells
@@ -123,7 +137,7 @@ def sample_negatives(user_items, users, rng, lookup: PositiveLookup | None = Non
     if lookup is None:
         lookup = PositiveLookup(user_items)
     users = np.asarray(users)
-    if users.size and np.any(lookup.counts[users] >= lookup.n_items):
+    if len(lookup.full_users) and users.size and np.any(lookup.counts[users] >= lookup.n_items):
         full = np.unique(users[lookup.counts[users] >= lookup.n_items])
         raise ValueError(f"user(s) {full[:5].tolist()} have every item as a positive: no negative to sample")
     negatives = rng.integers(0, lookup.n_items, size=users.shape, dtype=dtype)
@@ -163,15 +177,28 @@ def bpr_difference(user_factors, item_factors, item_bias, users, positives, nega
     return x
 
 
-def _penalty(user_factors, item_factors, item_bias, users, positives, negatives) -> float:
-    """``sum over triples of ||p_u||^2 + ||q_i||^2 + ||q_j||^2 (+ b_i^2 + b_j^2)``, via occurrence counts."""
-    user_counts = np.bincount(users, minlength=len(user_factors))
-    item_counts = np.bincount(positives, minlength=len(item_factors)) + np.bincount(negatives,
-                                                                                   minlength=len(item_factors))
-    total = (user_counts @ np.einsum("ij,ij->i", user_factors, user_factors, dtype=np.float64)
-             + item_counts @ np.einsum("ij,ij->i", item_factors, item_factors, dtype=np.float64))
+def _neg_log_sigmoid_sum(x) -> float:
+    """``sum -ln sigma(x) = sum ln(1 + e^-x)``, stably: ``max(-x, 0) + log1p(e^-|x|)`` (5x faster than
+    ``np.logaddexp``), accumulated in float64."""
+    return float(np.sum(np.log1p(np.exp(-np.abs(x))), dtype=np.float64)
+                 + np.sum(np.maximum(-x, 0), dtype=np.float64))
+
+
+def _occurrences(users, positives, negatives, n_users, n_items):
+    """``(n_u, n_t)``: how often each user, and each item (as positive or as negative), occurs in the batch."""
+    user_counts = np.bincount(users, minlength=n_users)
+    item_counts = np.bincount(positives, minlength=n_items) + np.bincount(negatives, minlength=n_items)
+    return user_counts, item_counts
+
+
+def _penalty(user_factors, item_factors, item_bias, user_counts, item_counts) -> float:
+    """``sum over triples of ||p_u||^2 + ||q_i||^2 + ||q_j||^2 (+ b_i^2 + b_j^2)``
+    ``= sum_u n_u ||p_u||^2 + sum_t n_t (||q_t||^2 + b_t^2)``: row norms of the parameter matrices weighted by
+    the occurrence counts (cheaper than gathering the rows of every triple)."""
+    total = (user_counts @ np.einsum("ij,ij->i", user_factors, user_factors)
+             + item_counts @ np.einsum("ij,ij->i", item_factors, item_factors))
     if item_bias is not None:
-        total += item_counts @ np.square(item_bias, dtype=np.float64)
+        total += item_counts @ np.square(item_bias)
     return float(total)
 
 
@@ -184,15 +211,9 @@ def bpr_loss(user_factors, item_factors, item_bias, users, positives, negatives,
     """
     users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
     x = bpr_difference(user_factors, item_factors, item_bias, users, positives, negatives)
-    return _neg_log_sigmoid_sum(x) + 0.5 * regularization * _penalty(user_factors, item_factors, item_bias, users, positives,
-                                                  negatives)
-
-
-def _neg_log_sigmoid_sum(x) -> float:
-    """``sum -ln sigma(x) = sum ln(1 + e^-x)``, stably: ``max(-x, 0) + log1p(e^-|x|)`` (5x faster than
-    ``np.logaddexp``), accumulated in float64."""
-    return float(np.sum(np.log1p(np.exp(-np.abs(x))), dtype=np.float64)
-                 + np.sum(np.maximum(-x, 0), dtype=np.float64))
+    counts = _occurrences(users, positives, negatives, len(user_factors), len(item_factors))
+    penalty = _penalty(user_factors, item_factors, item_bias, *counts)
+    return _neg_log_sigmoid_sum(x) + 0.5 * regularization * penalty
 
 
 class Workspace:
@@ -265,8 +286,7 @@ def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positiv
     weight = expit(-x)
     np.negative(weight, out=weight)                                        # d(-ln sigma(x))/dx = -sigma(-x)
 
-    user_counts = np.bincount(users, minlength=n_users)
-    item_counts = np.bincount(positives, minlength=n_items) + np.bincount(negatives, minlength=n_items)
+    user_counts, item_counts = _occurrences(users, positives, negatives, n_users, n_items)
     user_decay = (regularization * user_counts).astype(user_factors.dtype)[:, None]
     item_decay = (regularization * item_counts).astype(item_factors.dtype)
 
@@ -287,11 +307,8 @@ def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positiv
 
     loss = None
     if compute_loss:
-        penalty = (user_counts @ np.einsum("ij,ij->i", user_factors, user_factors)
-                   + item_counts @ np.einsum("ij,ij->i", item_factors, item_factors))
-        if item_bias is not None:
-            penalty += item_counts @ np.square(item_bias)
-        loss = _neg_log_sigmoid_sum(x) + 0.5 * regularization * float(penalty)
+        penalty = _penalty(user_factors, item_factors, item_bias, user_counts, item_counts)
+        loss = _neg_log_sigmoid_sum(x) + 0.5 * regularization * penalty
     return loss, gradients
 
 
@@ -370,7 +387,7 @@ class BPR(FactorModel):
     """
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.1, regularization: float = 0.02,
-                 iterations: int = 100, batch_size: int = 8192, optimizer: str = "adagrad",
+                 iterations: int = 100, batch_size: int = 16384, optimizer: str = "adagrad",
                  use_bias: bool = True, init_std: float = 0.0125, random_state=None, show_progress: bool = False):
         self.factors = factors
         self.learning_rate = learning_rate

@@ -85,7 +85,7 @@ ALTERNATIVES = [
     grad_item = to_pos @ (-s * p_u + regularization * q_i) + to_neg @ (s * p_u + regularization * q_j)
 """)],
      "feedback": None},
-    {"name": "x_uij with einsum, loss with log1p/exp written out stably",
+    {"name": "x_uij with einsum instead of a product and a sum",
      "cell": "bpr_difference",
      "replace": [("x = np.sum(user_factors[users] * difference, axis=1)",
                   "x = np.einsum('bk,bk->b', user_factors[users], difference)")],

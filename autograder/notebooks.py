@@ -137,7 +137,7 @@ def execute_notebook(notebook: nbformat.NotebookNode, cwd: Path, timeout: int = 
                        "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_DISABLE": "1",
                        "PYTHONHASHSEED": "0"})
     try:
-        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                                 resources={"metadata": {"path": str(cwd)}})
         client.execute()
     finally:

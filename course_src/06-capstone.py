@@ -215,8 +215,9 @@ def retrieval_recall(approx_ids, exact_ids):
 # %% [tests] id=test_retrieval_recall points=2
 example = retrieval_recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [6, 7, 8]]))
 print(f"retrieval_recall on the example: {example:.4f} (expected 0.5000: 3 of the 6 exact ids found)")
+assert retrieval_recall(np.array([[1, 2]]), np.array([[2, 1]])) == 1.0, (
+    "retrieval_recall([[1, 2]], [[2, 1]]) should be 1.0: the order within a row does not matter")
 assert abs(example - 0.5) < 1e-12, f"retrieval_recall gives {example} on the example, expected 0.5"
-assert retrieval_recall(np.array([[1, 2]]), np.array([[2, 1]])) == 1.0, "the order within a row does not matter"
 ### BEGIN HIDDEN TESTS
 from autograder.checks import check_matches_reference
 from mflib.retrieval import recall_at_k as _reference_recall

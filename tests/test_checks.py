@@ -286,7 +286,10 @@ def test_loss_bugs(history, expected):
 def test_rmse():
     rng = np.random.default_rng(0)
     truth = rng.integers(1, 6, 1000).astype(float)
-    assert check_rmse(truth, truth + rng.normal(0, 0.5, 1000), 0.6) < 0.6
+    value = check_rmse(truth, truth + rng.normal(0, 0.5, 1000), 0.6)
+    assert value < 0.6 and f"{value:.2f}".startswith("0.")
+    with pytest.raises(ValueError):  # a cell ending in check_rmse(...) must not read as partial credit
+        float(repr(value))
     assert "no better than predicting the mean" in failure(check_rmse, truth, np.full(1000, 3.0) + 0.5, 0.9)
     assert "clip them" in failure(check_rmse, truth, truth * 1.5, 0.9)
     assert "NaN" in failure(check_rmse, truth, truth * np.nan, 0.9)
@@ -503,3 +506,30 @@ def test_public_api():
                                    "check_factors"}
     assert callable(autograder.setup_notebook)
     assert issubclass(checks.CheckFailure, AssertionError)
+
+
+class ScalarSimilar(FactorModel):
+    """An alternative correct similar_items that only accepts one item id."""
+
+    def similar_items(self, itemid, N=10):
+        unit = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-12)
+        cosine = unit @ unit[int(itemid)]
+        cosine[int(itemid)] = -np.inf
+        ids = np.argsort(-cosine)[:N]
+        return ids, cosine[ids]
+
+
+@pytest.mark.slow
+def test_similar_items_accepts_a_scalar_only_implementation(ml100k, implicit_split_0, als_factors, capsys):
+    train, _ = implicit_split_0
+    check_similar_items(_as_factor_model(ScalarSimilar, *als_factors[:2]), ml100k, train)
+    assert "✓ similar items" in capsys.readouterr().out
+
+
+def test_gradient_check_without_mflib_gradcheck(monkeypatch, capsys):
+    """The local central-difference fallback gives the same verdicts."""
+    monkeypatch.setitem(sys.modules, "mflib.gradcheck", None)  # import now raises ImportError
+    check_gradient(mf_loss, mf_grad, make_params)
+    assert "sign flipped" in failure(check_gradient, mf_loss, lambda p: mf_grad(p, sign=-1.0), make_params)
+    assert "λ·θ" in failure(check_gradient, mf_loss, lambda p: mf_grad(p, reg=False), make_params)
+    assert "✓" in capsys.readouterr().out

@@ -290,7 +290,7 @@ def check_solve(solve_fn, seeds=(0, 1, 2), k=4, regularization=0.7, alpha=2.0):
             "the regularization lambda I is missing from the normal equations": regularization * X,
             "the Y^T Y term is missing: only the observed items enter A_u, but every missing cell counts "
             "(p = 0, c = 1) — add Y^T Y": X @ (Y.T @ Y),
-            "A_u sums over the observed items only (c_ui y_i y_i^T): the missing cells need the Y^T Y term": 
+            "A_u sums over the observed items only (c_ui y_i y_i^T): the missing cells need the Y^T Y term":
                 ((1 - observed) * (X @ Y.T)) @ Y,
             "the right-hand side uses the ratings r_ui; the preference p_ui is 1 on every observed cell":
                 (C * (D - P)) @ Y,

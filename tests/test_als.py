@@ -220,6 +220,17 @@ def test_seed_reproducibility():
     assert not np.allclose(first.user_factors, other.user_factors)
 
 
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_threads_do_not_change_the_result(solver, monkeypatch):
+    monkeypatch.setattr(als, "_CHUNK_BYTES", 4 * 8 * 64)  # many chunks, so that both threads get work
+    matrix = als.synthetic_implicit(300, 200, 5000, random_state=4)
+    one = als.ALS(factors=8, iterations=3, random_state=0, solver=solver, num_threads=1).fit(matrix)
+    two = als.ALS(factors=8, iterations=3, random_state=0, solver=solver, num_threads=2).fit(matrix)
+    np.testing.assert_array_equal(one.user_factors, two.user_factors)
+    np.testing.assert_array_equal(one.item_factors, two.item_factors)
+    assert one.loss_history_ == two.loss_history_
+
+
 def test_fit_on_the_transposed_matrix_swaps_the_shapes():
     matrix = als.synthetic_implicit(50, 30, 400, random_state=0)
     model = als.ALS(factors=5, iterations=2, random_state=0).fit(matrix)
@@ -250,12 +261,21 @@ def test_similar_items_and_constructor_api():
     matrix = als.synthetic_implicit(80, 60, 1500, random_state=2)
     model = mflib.ALS(factors=8, iterations=2, random_state=0)
     assert model.get_params() == dict(factors=8, regularization=model.regularization, alpha=model.alpha,
-                                      iterations=2, random_state=0, show_progress=False, solver="cg", cg_steps=3)
+                                      iterations=2, random_state=0, show_progress=False, solver="cg", cg_steps=3,
+                                      num_threads=0)
     assert model.fit(matrix) is model
     ids, scores = model.similar_items(4, N=5)
     assert ids.shape == (5,) and 4 not in ids
     with pytest.raises(ValueError, match="solver"):
         als.ALS(solver="lu").fit(matrix)
+
+
+def test_show_progress_draws_a_bar(capsys):
+    matrix = als.synthetic_implicit(50, 40, 300, random_state=0)
+    als.ALS(factors=4, iterations=2, random_state=0, show_progress=True).fit(matrix)
+    assert "ALS" in capsys.readouterr().err
+    als.ALS(factors=4, iterations=2, random_state=0).fit(matrix)
+    assert capsys.readouterr().err == ""
 
 
 def test_synthetic_implicit():

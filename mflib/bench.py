@@ -50,7 +50,8 @@ class ImplicitAdapter:
         ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
         query = np.atleast_1d(itemid)[:, None]
         order = np.argsort(ids == query, axis=1, kind="stable")[:, :N]
-        return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+        ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+        return (ids[0], scores[0]) if np.ndim(itemid) == 0 else (ids, scores)
 
 
 class LightFMAdapter:
@@ -160,15 +161,15 @@ def quality_explicit(ds, seeds, quick: bool, svdpp: bool) -> list[dict]:
             rows[name]["fit s"].append(seconds)
 
         start = time.perf_counter()
-        model = mflib.SVD(random_state=seed).fit(users, items, ratings)
+        model = mflib.SVD(random_state=seed).fit(users, items, ratings, n_users=ds.n_users, n_items=ds.n_items)
         record("mflib SVD", model.predict(test_users, test_items), time.perf_counter() - start)
         try:
             from .features import build_features
 
             start = time.perf_counter()
             X_train, space = build_features(ds, train)
-            X_test, _ = build_features(ds, test, space) if _takes_space(build_features) else build_features(ds, test)
-            fm = mflib.FactorizationMachine(random_state=seed).fit(X_train, ratings)
+            X_test, _ = build_features(ds, test)  # the column layout depends on the dataset only
+            fm = mflib.FactorizationMachine(random_state=seed).fit(X_train, ratings, feature_space=space)
             record("mflib FM + side features", fm.predict(X_test), time.perf_counter() - start)
         except Exception as error:  # report, don't hide
             rows["mflib FM + side features"]["error"] = str(error)
@@ -189,12 +190,6 @@ def quality_explicit(ds, seeds, quick: bool, svdpp: bool) -> list[dict]:
             record("myFM Bayesian FM (rank 10, side features)", predictions, time.perf_counter() - start)
     return [{"model": name, **{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()}}
             for name, row in rows.items()]
-
-
-def _takes_space(function) -> bool:
-    import inspect
-
-    return len(inspect.signature(function).parameters) >= 3
 
 
 def _surprise_trainset(train):
@@ -235,19 +230,6 @@ def _myfm_predict(myfm, ds, train, test, seed, n_iter):
 
 
 # ---- speed -------------------------------------------------------------------------------------------
-def synthetic_ml1m(n_users=6040, n_items=3706, nnz=575_000, random_state=0) -> sp.csr_matrix:
-    """An ML-1M-sized implicit matrix with power-law item popularity and heavy-tailed user activity."""
-    rng = np.random.default_rng(random_state)
-    item_weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    user_weights = rng.lognormal(0.0, 1.0, n_users)
-    users = rng.choice(n_users, size=int(nnz * 1.15), p=user_weights / user_weights.sum())
-    items = rng.choice(n_items, size=len(users), p=item_weights / item_weights.sum())
-    matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
-    matrix.data[:] = 1.0  # duplicates collapse to one positive
-    matrix.eliminate_zeros()
-    return matrix
-
-
 def _time(function, repeat=1):
     best = np.inf
     for _ in range(repeat):
@@ -261,7 +243,9 @@ def speed(ds, quick: bool) -> list[dict]:
     import mflib
 
     rows = []
-    matrix = synthetic_ml1m()
+    from .models.als import synthetic_implicit
+
+    matrix = synthetic_implicit(6040, 3706, 575_000, random_state=0)
     ours = _time(lambda: mflib.ALS(factors=64, iterations=15, random_state=0).fit(matrix), repeat=1 if quick else 2)
     row = {"task": f"ALS fit, synthetic ML-1M ({matrix.shape[0]}x{matrix.shape[1]}, {matrix.nnz:,} nnz), 64 f, 15 it",
            "mflib s": ours}
@@ -277,8 +261,8 @@ def speed(ds, quick: bool) -> list[dict]:
     try:
         from .models.als import naive_als_spsolve
 
-        seconds = _time(lambda: naive_als_spsolve(train, factors=64, iterations=15 if not quick else 3))
-        fast = _time(lambda: mflib.ALS(factors=64, iterations=15 if not quick else 3, random_state=0).fit(train))
+        seconds = _time(lambda: naive_als_spsolve(train, factors=64, iterations=15 if not quick else 2))
+        fast = _time(lambda: mflib.ALS(factors=64, iterations=15 if not quick else 2, random_state=0).fit(train))
         rows.append({"task": "ALS on ML-100K: classic per-user spsolve loop vs mflib", "mflib s": fast,
                      "anchor": "per-user spsolve loop", "anchor s": seconds})
     except ImportError:
@@ -287,7 +271,8 @@ def speed(ds, quick: bool) -> list[dict]:
     epochs = 5 if quick else 20
     svd_train, _ = evaluation.explicit_split(ds, 0)
     users, items, ratings = (svd_train[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
-    ours = _time(lambda: mflib.SVD(factors=100, iterations=epochs, random_state=0).fit(users, items, ratings)) / epochs
+    ours = _time(lambda: mflib.SVD(factors=100, iterations=epochs, random_state=0).fit(
+        users, items, ratings, n_users=ds.n_users, n_items=ds.n_items)) / epochs
     row = {"task": "SVD epoch, ML-100K 80k ratings, 100 factors", "mflib s": ours}
     if _optional("surprise"):
         import surprise

@@ -79,7 +79,8 @@ def main(argv=None) -> None:
                   f"{result['recall@10']:>8.3f}{jaccard:>9.3f}{'':>8}{seconds:>8.1f}")
         else:
             model = model_class().fit(explicit_train["user_idx"].to_numpy(), explicit_train["item_idx"].to_numpy(),
-                                      explicit_train["rating"].to_numpy())
+                                      explicit_train["rating"].to_numpy(), n_users=ds.n_users,
+                                      n_items=ds.n_items)
             seconds = time.perf_counter() - start
             error = rmse(explicit_test["rating"], model.predict(explicit_test["user_idx"].to_numpy(),
                                                                 explicit_test["item_idx"].to_numpy()))
@@ -87,6 +88,20 @@ def main(argv=None) -> None:
         if name == "ALS":
             ids, _ = model.similar_items(star_wars, N=5)
             als_similar = ds.title(ids)
+    try:
+        from .features import build_features
+        from .models.fm import FactorizationMachine
+
+        start = time.perf_counter()
+        X_train, space = build_features(ds, explicit_train)
+        X_test, _ = build_features(ds, explicit_test)
+        fm = FactorizationMachine(random_state=args.seed).fit(X_train, explicit_train["rating"].to_numpy(),
+                                                             feature_space=space)
+        seconds = time.perf_counter() - start
+        error = rmse(explicit_test["rating"], fm.predict(X_test))
+        print(f"{'FM + side':<12}{'':>9}{'':>8}{'':>8}{'':>9}{error:>8.3f}{seconds:>8.1f}")
+    except ImportError as error:
+        print(f"  (FM skipped: {error})")
     if "als_similar" in locals():
         print("\nMost similar to Star Wars (1977) by ALS: " + "; ".join(als_similar))
 

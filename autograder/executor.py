@@ -17,6 +17,7 @@ Differences from :class:`nbgrader.preprocessors.Execute`:
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 
@@ -131,13 +132,12 @@ class SandboxedExecute(Execute):
                 code = self._kernel_exit()
                 if code is not None:
                     break
-                import asyncio
                 await asyncio.sleep(0.1)
             how = _describe_exit(code)
             self._event("kernel_died", cell_index, exit_code=code, how=how)
             self._abort = f"the kernel died in an earlier cell ({how})"
             cell.outputs = list(cell.get("outputs", [])) + [_error("DeadKernelError", f"the kernel died ({how})")]
-        except CellTimeoutError as e:  # interrupt failed: the kernel does not respond any more
+        except CellTimeoutError:  # interrupt failed: the kernel does not respond any more
             self._event("timeout", cell_index, unresponsive=True)
             self._abort = "an earlier cell timed out and the kernel could not be interrupted"
             cell.outputs = list(cell.get("outputs", [])) + [
@@ -147,7 +147,6 @@ class SandboxedExecute(Execute):
                 await self.km.shutdown_kernel(now=True)
             except Exception:  # noqa: BLE001
                 pass
-            del e
         return cell
 
     execute_cell = run_sync(async_execute_cell)
@@ -167,12 +166,17 @@ class SandboxedExecute(Execute):
         cell, reply, index = kwargs["cell"], kwargs["execute_reply"], kwargs.get("cell_index")
         content = reply.get("content", {})
         for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and "[autograder: output truncated" in str(out.get("text", "")) \
+                    and not any(e["event"] == "output_truncated" for e in self._events):
+                self._event("output_truncated", index, limit=self.output_limit, where="kernel")
             if out.get("output_type") == "error":
                 if out.get("ename") == "MemoryError":
                     self._event("memory_error", index)
+                evalue = str(out.get("evalue", ""))
                 if out.get("ename") in ("ImportError", "ModuleNotFoundError") and \
-                        "[autograder] forbidden import" in str(out.get("evalue", "")):
-                    self._event("forbidden_import", index, what=str(out.get("evalue"))[:300])
+                        evalue.startswith("[autograder] forbidden import: "):
+                    names = evalue.split(": ", 1)[1].split(" may not", 1)[0]
+                    self._event("forbidden_import", index, what=names[:300])
         if self.guard and content.get("status") == "ok":
             result = content.get("user_expressions", {}).get(GUARD_KEY)
             text = None

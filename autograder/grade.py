@@ -10,9 +10,10 @@ Architecture (details and guarantees in docs/grading.md):
 * Once per run a **template** nbgrader course is made in a private root-only directory: the
   assignment's source folder is copied there and ``nbgrader generate_assignment`` fills a fresh
   gradebook (with the hidden tests) and the release version.
-* Each student is graded by a **worker** process (``python -I -m autograder.grade worker JOB``,
+* Each student is graded by a **worker** process (forked from a multiprocessing fork server that
+  has imported nbgrader once; ``python -I -m autograder.grade worker JOB`` does the same by hand),
   root, in its own 0700 copy of the template, with its own copy of the gradebook -- nbgrader's
-  SQLite gradebook never sees two writers).  The worker runs nbgrader's autograde (with
+  SQLite gradebook never sees two writers.  The worker runs nbgrader's autograde (with
   :class:`autograder.executor.SandboxedExecute`) and generate_feedback through nbgrader's API,
   reads the scores back with :class:`nbgrader.api.Gradebook` and writes one result file.
 * The **kernel** is started by jupyter_client through a kernel spec whose argv is the sandbox
@@ -91,11 +92,19 @@ class Options:
     worker_memory_mb: int = 4096
     verbose: bool = True
 
+    def __post_init__(self):
+        for name in ("memory_mb", "max_procs", "fsize_mb", "disk_mb", "tmp_mb", "jobs", "worker_memory_mb"):
+            setattr(self, name, int(getattr(self, name)))
+        self.output_limit_mb = float(self.output_limit_mb)
+        self.cpus = float(self.cpus)
+        if self.timeout is not None:
+            self.timeout = int(self.timeout)
+
     def grading_key(self) -> dict:
         """The options that can change a grade (part of every result's cache key)."""
         return {k: getattr(self, k) for k in ("timeout", "memory_mb", "output_limit_mb", "max_procs",
                                               "fsize_mb", "disk_mb", "tmp_mb", "forbid_imports",
-                                              "allow_imports")}
+                                              "allow_imports", "expose_modules", "allow_paths")}
 
 
 # --- small utilities -----------------------------------------------------------------------------
@@ -355,8 +364,9 @@ def _work(job: dict) -> dict:
             status = "forbidden_import"
         cells = [f["cell"] for f in static_forbidden] + [e["cell"] for e in forbidden_rt if e.get("cell") is not None]
         zero_from = min(cells) if cells else 0
+        static_cells = {f["cell"] for f in static_forbidden}
         what = [f"{f['label']}: {f['what']}" for f in static_forbidden] + \
-               [f"{lab(e)}: {e.get('what', '').split(':', 1)[-1].strip()}" for e in forbidden_rt]
+               [f"{lab(e)}: imports {e.get('what', '')}" for e in forbidden_rt if e.get("cell") not in static_cells]
         reasons.append("forbidden import (" + "; ".join(what[:5]) + "); tests from that cell on scored 0")
     died_oom = died and oom > 0
     if memory or died_oom:
@@ -394,12 +404,13 @@ def _work(job: dict) -> dict:
         changed = False
         for g in sub.grades:
             pos = index.get(g.name)
-            if zero_all or (zero_from is not None and pos is not None and pos >= zero_from) \
-                    or (zero_from is not None and pos is None):
-                if g.score is None or g.score > 0:
-                    g.manual_score = 0.0
+            base = g.manual_score if g.manual_score is not None else g.auto_score  # (g.score says 0 for None)
+            is_test = pos is not None and scanmod.is_test_cell(scanmod.nbg(nb.cells[pos]))
+            if zero_all or (zero_from is not None and is_test and pos >= zero_from):
+                if base is None or base > 0 or g.extra_credit:
+                    g.manual_score, g.extra_credit, base = 0.0, None, 0.0
                     changed = True
-            score = g.manual_score if g.manual_score is not None else g.auto_score
+            score = None if base is None else base + (g.extra_credit or 0.0)
             scores[g.name] = None if score is None else float(score)
             max_scores[g.name] = float(g.max_score)
             if score is None:
@@ -546,8 +557,6 @@ class Grader:
         self.out = Path(o.out_dir).resolve() if o.out_dir else self.course / "grading" / o.assignment
         (self.out / "results").mkdir(parents=True, exist_ok=True)
         (self.out / "feedback").mkdir(parents=True, exist_ok=True)
-        self.base = Path(tempfile.mkdtemp(prefix="mfg-", dir="/tmp"))
-        os.chmod(self.base, 0o711)
         course_cfg_file = self.course / "nbgrader_config.py"
         self.source_hash = hashlib.sha256(
             (sha256_tree(self.src) + (course_cfg_file.read_text() if course_cfg_file.exists() else "")
@@ -555,8 +564,28 @@ class Grader:
         self.policy = scanmod.Policy()
         self.policy.forbid += [m for m in o.forbid_imports if m not in self.policy.forbid]
         self.policy.allow += list(o.allow_imports)
+        import nbformat
+        source = nbformat.read(str(self.src / f"{self.nbname}.ipynb"), as_version=4)
+        self.ref = scanmod.Reference.from_notebooks(self.nbname, source, source)  # until the template exists
+        self.isolation = None
+        self.warnings = []
+
+    def setup_runtime(self):
+        """The expensive part, only needed when somebody has to be graded: template + sandbox."""
+        _remove_stale_work_dirs()
+        sandbox.cleanup_stale_cgroups()
+        self.base = Path(tempfile.mkdtemp(prefix="mfg-", dir="/tmp"))
+        os.chmod(self.base, 0o711)
+        (self.base / "owner.pid").write_text(str(os.getpid()))
         self._prepare_template()
         self._choose_isolation()
+        probe = sandbox.Cgroup(f"mfgrade-{os.getpid()}-probe", 2**30, 64, 1.0) if self.isolation != "none" else None
+        self.cgroup_controllers = probe.controllers if probe else []
+        if probe is not None:
+            probe.remove()
+        if self.isolation != "none" and not self.cgroup_controllers:
+            self.warnings.append("no cgroups available: memory/pids/cpu are limited per process (rlimits) only")
+            self.log(f"WARNING: {self.warnings[-1]}")
         if self.isolation == "user":
             for d in ("results", "feedback"):
                 os.chmod(self.out / d, 0o700)
@@ -687,7 +716,7 @@ class Grader:
         b.mkdir(mode=0o711)
         os.chmod(b, 0o711)
         paths = {k: b / k for k in ("run", "work", "home", "root", "seed_work", "seed_home")}
-        for k, p in paths.items():
+        for p in paths.values():
             p.mkdir(mode=0o700)
         uid, gid = (user.uid, user.gid) if user is not None else (os.getuid(), os.getgid())
         for k in ("run", "work", "home"):
@@ -734,7 +763,8 @@ class Grader:
             transparent += [spec.origin, os.path.realpath(spec.origin)]
         return {"trusted_roots": ro_paths, "transparent_files": transparent, **rt,
                 "watch": ["builtins", "math", "numpy", "numpy.testing", "autograder.*", "mflib.*"],
-                "preload": ["numpy", "numpy.testing"]}
+                "preload": ["numpy", "numpy.testing"],
+                "output_limit": int(self.opts.output_limit_mb * 2**20)}
 
     def _sandbox_cfg(self, mode, user, box, cgroup, pidfile, n_cells) -> dict:
         o = self.opts
@@ -784,7 +814,6 @@ class Grader:
 
     def grade_one(self, sub, slot: int) -> tuple[dict, str]:
         """Returns (result, feedback html)."""
-        import nbformat
         key = self.key_for(sub)
         notes = list(sub.notes)
         try:
@@ -829,7 +858,9 @@ class Grader:
         subdir = course / "submitted" / sub.student / o.assignment
         subdir.mkdir(parents=True)
         nbformat.write(nb, str(subdir / f"{self.nbname}.ipynb"))
-        n_cells = sum(1 for c in nb.cells if c.cell_type == "code")
+        n_cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
+        # a student cannot buy more time by adding cells
+        n_cells = min(n_cells, 2 * sum(1 for c in self.ref.source.cells if c.cell_type == "code") + 20)
         memory_bytes = (o.memory_mb + o.disk_mb + 2 * o.tmp_mb + 64 + 256) * 2**20
         cgroup = sandbox.Cgroup(f"mfgrade-{os.getpid()}-{slot}-{seq}", memory_bytes, o.max_procs, o.cpus) \
             if self.isolation != "none" else None
@@ -906,9 +937,14 @@ class Grader:
         return r, html_page
 
     def _cleanup_kernel(self, pidfile, cgroup, user):
+        """Kill whatever is left of this student's kernel: the wrapper W (if it is still ours),
+        everything in its cgroup, and every process of the slot's sandbox user."""
         try:
             pid = int(Path(pidfile).read_text())
-            os.kill(pid, signal.SIGKILL)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if str(Path(pidfile).parent / "sandbox.json").encode() in cmdline:  # not a recycled pid
+                os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
         if cgroup is not None:
@@ -945,6 +981,7 @@ class Grader:
         self.setup()
         disc = discover(o.submissions, o.assignment, self.known_assignments)
         subs = disc.submissions
+        all_students = [s.student for s in subs]  # grades.csv lists everybody, even with --student
         if o.students:
             subs = [s for s in subs if s.student in set(o.students)]
         for note in disc.ignored:
@@ -962,7 +999,16 @@ class Grader:
                 except ValueError:
                     pass
             todo.append(s)
-        students = [s.student for s in subs]
+        students = all_students
+        setup_seconds = 0.0
+        if todo:
+            t_setup = time.monotonic()
+            try:
+                self.setup_runtime()
+            except BaseException:
+                self.teardown()
+                raise
+            setup_seconds = time.monotonic() - t_setup
         self.log(f"{len(subs)} submission(s): {len(todo)} to grade, {len(skipped)} already graded "
                  f"(isolation {self.isolation}, {o.jobs} job(s), {o.timeout} s per cell)")
         slots: queue.Queue = queue.Queue()
@@ -1024,9 +1070,11 @@ class Grader:
             self.write_csv(students)
             self.teardown()
         summary = {"assignment": o.assignment, "course_dir": str(self.course), "out_dir": str(self.out),
-                   "isolation": self.isolation, "warnings": self.warnings, "jobs": o.jobs,
+                   "isolation": self.isolation, "cgroups": getattr(self, "cgroup_controllers", []),
+                   "warnings": self.warnings, "jobs": o.jobs,
                    "submissions": len(subs), "graded": done, "skipped": len(skipped), "ignored": disc.ignored,
                    "interrupted": interrupted, "seconds": round(time.monotonic() - t0, 2),
+                   "setup_seconds": round(setup_seconds, 2),
                    "statuses": _count_statuses(self.out, students)}
         atomic_write(self.out / "run.json", json.dumps(summary, indent=1, sort_keys=True))
         if interrupted:
@@ -1051,6 +1099,24 @@ def stop_forkserver():
     if stop is not None:
         with _suppress():
             stop()
+
+
+def _remove_stale_work_dirs():
+    """/tmp/mfg-* work folders of grading runs whose process is gone (e.g. killed with SIGKILL)."""
+    for d in Path("/tmp").glob("mfg-*"):
+        try:
+            if d.owner() != _current_user() or not (d / "owner.pid").is_file():
+                continue
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError, KeyError):
+            continue
+        if not sandbox._pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _current_user():
+    import pwd
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def _killpg(pid):

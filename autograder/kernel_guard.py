@@ -73,6 +73,10 @@ def _importer_is_notebook(depth: int = 2) -> bool:
     return False
 
 
+def _trusted_dir(path) -> bool:
+    return isinstance(path, str) and os.path.isabs(path) and (path.rstrip("/") + "/").startswith(_trusted_roots)
+
+
 def _match(name: str, entries) -> str | None:
     best = None
     for e in entries:
@@ -87,6 +91,8 @@ def is_forbidden(name: str) -> bool:
     f = _match(name, _forbid)
     if f is None:
         return False
+    if any(a.startswith(name + ".") for a in _allow):
+        return False  # a parent package of an allowed module must be importable
     a = _match(name, _allow)
     return a is None or len(a) < len(f)
 
@@ -128,7 +134,7 @@ class TrustedFinder(importlib.abc.MetaPathFinder):
         if _forbid and is_forbidden(fullname) and _importer_is_notebook(2):
             _refuse([fullname])
         if path is None:  # top-level module: the normal finders, minus untrusted sys.path entries
-            trusted = [p for p in sys.path if p and os.path.isabs(p) and p.startswith(_trusted_roots)]
+            trusted = [p for p in sys.path if _trusted_dir(p)]
             for finder in list(sys.meta_path):
                 if finder is self:
                     continue
@@ -145,7 +151,7 @@ class TrustedFinder(importlib.abc.MetaPathFinder):
             return None  # not installed anywhere trusted: the student's own module, if any
         # submodule: only from the trusted part of the parent's __path__
         entries = list(path)
-        trusted = [p for p in entries if isinstance(p, str) and p.startswith(_trusted_roots)]
+        trusted = [p for p in entries if _trusted_dir(p)]
         if len(trusted) == len(entries):
             return None  # nothing untrusted in the way: normal import
         spec = importlib.machinery.PathFinder.find_spec(fullname, trusted)
@@ -319,6 +325,47 @@ def status() -> str:
 _MISSING = object()
 
 
+# --- output cap (cooperative; the grader enforces its own cap on what it receives) --------------
+
+TRUNCATED = "[autograder: output truncated"
+
+
+def _limit_output(app, limit: int):
+    """Stop forwarding stdout/stderr after *limit* characters per notebook, with a notice.
+
+    After the cap a cell that writes to stderr still gets one (short) stderr line, so nbgrader's
+    "a test cell that writes to stderr scores 0" rule is unchanged by the truncation.
+    """
+    state = {"used": 0, "noticed": set()}
+    shell = getattr(app, "shell", None)
+
+    def wrap(stream, name):
+        original = stream.write
+
+        def write(text):
+            if not isinstance(text, str):
+                return original(text)
+            room = limit - state["used"]
+            if room > 0:
+                piece = text[:room]
+                state["used"] += len(piece)
+                original(piece)
+                if len(piece) == len(text):
+                    return len(text)
+            key = (name, getattr(shell, "execution_count", None))
+            if key not in state["noticed"]:
+                state["noticed"].add(key)
+                original(f"\n{TRUNCATED}: more than {limit // 1024} KiB of output]\n")
+            return len(text)
+
+        stream.write = write
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name, None)
+        if stream is not None and type(stream).__module__.startswith("ipykernel"):
+            wrap(stream, name)
+
+
 # --- set up and start the kernel -----------------------------------------------------------------
 
 def install(cfg: dict):
@@ -356,6 +403,8 @@ def run(argv=None):
 
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:] if argv is None else argv)
+    if cfg.get("output_limit"):
+        _limit_output(app, int(cfg["output_limit"]))
     _snapshot_shell(app)
     _snapshot_new_modules()
     app.start()

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import fcntl
-import grp
 import json
 import os
 import platform
@@ -370,6 +368,41 @@ class Cgroup:
                     time.sleep(0.05)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_stale_cgroups(prefix: str = "mfgrade-") -> int:
+    """Remove cgroups ``mfgrade-<pid>-...`` left by a grading process that no longer exists."""
+    if not is_root():
+        return 0
+    removed = 0
+    own = _own_cgroup_paths()
+    bases = [Path("/sys/fs/cgroup") / c / own[c].lstrip("/") for c in ("memory", "pids", "cpu") if c in own]
+    bases.append(Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/"))
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for d in base.glob(prefix + "*"):
+            try:
+                pid = int(d.name[len(prefix):].split("-")[0])
+            except ValueError:
+                continue
+            if _pid_alive(pid) or not d.is_dir():
+                continue
+            c = Cgroup.__new__(Cgroup)
+            c.dirs, c.controllers, c.memory_dir, c.v2 = [d], [], None, False
+            c.remove()
+            removed += 1
+    return removed
+
+
 # --- what the kernel may see ---------------------------------------------------------------------
 
 def readonly_paths(course_packages=("mflib", "autograder"), extra=()) -> list[str]:
@@ -557,7 +590,7 @@ def _tmpfs(dst, size_mb, mode="0755", uid=0, gid=0):
 def _copy_tree_owned(src, dst, uid, gid):
     if not src or not os.path.isdir(src):
         return
-    for dirpath, dirnames, filenames in os.walk(src):
+    for dirpath, _dirnames, filenames in os.walk(src):
         rel = os.path.relpath(dirpath, src)
         target = dst if rel == "." else os.path.join(dst, rel)
         if rel != ".":

@@ -30,6 +30,8 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import nbformat
@@ -88,8 +90,10 @@ def load_notebook(data: bytes, max_bytes: int = MAX_BYTES) -> nbformat.NotebookN
         keys = ", ".join(sorted(raw)[:5]) if isinstance(raw, dict) else type(raw).__name__
         raise NotebookError(f"valid JSON but not a Jupyter notebook (no 'cells'/'nbformat'; found: {keys})")
     try:
-        nb = nbformat.reads(text, as_version=4)
-        nbformat.validate(nb)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. MissingIDFieldWarning for older notebooks
+            nb = nbformat.reads(text, as_version=4)
+            nbformat.validate(nb)
     except Exception as e:  # noqa: BLE001 - nbformat raises several kinds
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NotebookError(f"not a valid Jupyter notebook: {msg[:300]}") from None
@@ -205,7 +209,7 @@ def sanitize(nb, ref: Reference) -> tuple[nbformat.NotebookNode, list[str]]:
         nb.cells.insert(pos, _fresh_copy(rel))
         present.add(gid)
         notes.append(f"deleted instructor cell {gid!r} restored")
-    return nb, notes
+    return ensure_cell_ids(nb), notes
 
 
 def _essential(meta: dict) -> dict:
@@ -221,6 +225,19 @@ def _fresh_copy(cell):
         new.execution_count = None
     new.pop("id", None)
     return new
+
+
+def ensure_cell_ids(nb):
+    """nbformat >= 4.5 wants a unique id on every cell (restored cells have none)."""
+    if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) < (4, 5):
+        return nb
+    from nbformat.corpus.words import generate_corpus_id
+    seen = set()
+    for cell in nb.cells:
+        if not cell.get("id") or cell["id"] in seen:
+            cell["id"] = generate_corpus_id()
+        seen.add(cell["id"])
+    return nb
 
 
 def _replace_cell(nb, i, rel):
@@ -549,6 +566,14 @@ class _Scanner(ast.NodeVisitor):
             return
         self.generic_visit(node)
 
+    def visit_Constant(self, node):
+        v = node.value
+        if isinstance(v, str) and len(v) < 300:
+            if "mflib/models/" in v and self.policy.forbidden("mflib.models"):
+                self.flag("forbidden_import", "reads the reference models' source (mflib/models/)")
+            elif "." in v and " " not in v and self.policy.forbidden(v):
+                self.flag("forbidden_import", f"refers to {v}")
+
     def visit_Name(self, node):
         if node.id == "__builtins__" and not isinstance(node.ctx, ast.Load):
             self.flag("tampering", "assigns __builtins__")
@@ -568,9 +593,35 @@ def _call_name(node: ast.Call) -> str | None:
     return None
 
 
+def solution_names(ref: Reference) -> set:
+    """Names the reference solution cells define: the student's to (re)define, never "protected"."""
+    names = set()
+    for cell in ref.source.cells:
+        if cell.cell_type != "code" or not nbg(cell).get("solution"):
+            continue
+        tree = parse_cell(cell.source)
+        if tree is None:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for a in node.names:
+                    names.add((a.asname or a.name).split(".")[0])
+    return names
+
+
+def protected_names(ref: Reference) -> dict:
+    _, names = imported_modules(ref.instructor_code())
+    mine = solution_names(ref)
+    return {k: v for k, v in names.items() if k not in mine}
+
+
 def scan(nb, ref: Reference, policy: Policy) -> list[Finding]:
     """Forbidden imports and tampering in the student's cells of the sanitized notebook *nb*."""
-    _, protected = imported_modules(ref.instructor_code())
+    protected = protected_names(ref)
     # aliases known from the instructor's visible cells (e.g. ``import numpy as np`` in a setup cell)
     aliases = {k: v.replace(":", ".") for k, v in protected.items()}
     findings = []
@@ -590,10 +641,15 @@ def scan(nb, ref: Reference, policy: Policy) -> list[Finding]:
 
 
 def runtime_policy(ref: Reference, policy: Policy) -> dict:
-    """Settings for :mod:`autograder.kernel_guard` (forbidden list minus what the tests use)."""
-    used, protected = imported_modules(ref.instructor_code())
-    forbid = [m for m in policy.forbid
-              if not any(u == m or u.startswith(m + ".") or policy.lazy.get(u, "").startswith(m)
-                         for u in used)]
-    return {"forbid": forbid, "allow": list(policy.allow), "lazy": dict(policy.lazy),
-            "protected_names": protected}
+    """Settings for :mod:`autograder.kernel_guard`.
+
+    The kernel cannot tell a hidden test cell from a student's cell, so modules the instructor's
+    cells import themselves (e.g. a hidden test comparing with ``mflib.models.als``) are exempted
+    at run time -- the static scan still refuses them in the student's cells."""
+    code = ref.instructor_code()
+    used, _ = imported_modules(code)
+    for src in code:  # lazy attributes such as ``mflib.ALS(...)`` import mflib.models.als too
+        used |= {name for name in policy.lazy if re.search(r"\b" + re.escape(name) + r"\b", src)}
+    exempt = sorted({policy.lazy.get(u, u) for u in used if policy.forbidden(u)})
+    return {"forbid": list(policy.forbid), "allow": list(policy.allow) + exempt, "lazy": dict(policy.lazy),
+            "protected_names": protected_names(ref)}

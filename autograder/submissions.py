@@ -64,7 +64,7 @@ class Discovery:
 
 
 def student_id(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._@-]+", "_", name.strip()).strip("._-")
+    s = re.sub(r"[^A-Za-z0-9._@-]+", "_", name.strip()).strip("._-@")  # no hidden files, no CSV formulas
     s = re.sub(r"_+", "_", s)
     return s[:100] or "unknown"
 

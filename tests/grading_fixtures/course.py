@@ -40,6 +40,8 @@ TESTS = {
                    "assert np.allclose(scale([1.5], 3), [4.5])\nassert not np.allclose(scale([1], 2), [3])\n"
                    "### END HIDDEN TESTS", 2),
     "test-mean": ("assert mean([1, 2, 3]) == 2\n### BEGIN HIDDEN TESTS\nassert np.isclose(mean([2, 5]), 3.5)\n"
+                  "from xml.dom import minidom  # forbidden for students (notebook metadata), fine for tests\n"
+                  "assert minidom.parseString('<a/>').documentElement.tagName == 'a'\n"
                   "### END HIDDEN TESTS", 2),
 }
 MAX_TOTAL = 5.0
@@ -57,13 +59,14 @@ def _meta(grade_id, *, grade=False, solution=False, locked=False, points=None):
 
 def source_notebook():
     cells = [new_markdown_cell("# PS1: three small functions"),
-             new_code_cell("import numpy as np", metadata=_meta("setup", locked=True))]
+             new_code_cell("import numpy as np\nfrom autograder import feedback", metadata=_meta("setup", locked=True))]
     for sol, test in zip(SOLUTIONS, TESTS):
         cells.append(new_code_cell(SOLUTIONS[sol], metadata=_meta(sol, solution=True)))
         src, pts = TESTS[test]
         cells.append(new_code_cell(src, metadata=_meta(test, grade=True, locked=True, points=pts)))
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["autograder"] = {"forbidden_imports": ["xml.dom"]}  # per-assignment policy
     return nb
 
 

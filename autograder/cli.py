@@ -29,6 +29,8 @@ STATUS_HELP = """statuses in grades.csv:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m autograder", description="mf-course autograder")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="release the course and grade pretend students (see autograder/demo.py)",
+                   add_help=False)
     g = sub.add_parser("grade", help="grade a whole class in parallel, in a sandbox",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STATUS_HELP,
                        description="Runs nbgrader autograde + generate_feedback for every submission, each "
@@ -67,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "grade":
         if args.jobs < 1:

@@ -18,13 +18,16 @@ demo: $(STAMP)
 	$(PY) -m mflib.demo
 	$(PY) -m autograder demo
 
-## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs), 2 workers.
+## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs), 2 workers; then the
+## sandboxed class-grading tests on their own (they grade with 2 jobs themselves and check that no
+## sandbox process is left behind, which another worker's grading run would confuse).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --durations=15 --ignore=tests/test_grading.py
+	$(PY) -m pytest tests/test_grading.py --durations=5
 
 ## Unit tests only (no nbgrader course runs).
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not course"
+	$(PY) -m pytest -n 2 -m "not course" --ignore=tests/test_grading.py
 
 ## course_src/*.py -> solutions/*.ipynb (executed, with outputs) -> assignments/ (nbgrader release)
 notebooks: $(STAMP)

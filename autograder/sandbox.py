@@ -616,6 +616,9 @@ def _build_root(cfg):
             os.symlink(os.readlink(p), new + p)
         elif os.path.isdir(p):
             _bind(p, new + p)
+    # a private /tmp first, so that course paths that live under /tmp (a clone in /tmp, a venv made by
+    # CI there) are bound on top of it instead of being hidden by it
+    _tmpfs(new + "/tmp", limits["tmp_mb"], "1777")
     for p in cfg["ro_paths"]:
         _bind(p, new + p)
     # /dev: a few harmless character devices
@@ -628,7 +631,6 @@ def _build_root(cfg):
     _tmpfs(new + "/dev/shm", limits["tmp_mb"], "1777")
     _mkdirs(new + "/proc")
     mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _tmpfs(new + "/tmp", limits["tmp_mb"], "1777")
     # the box: run dir shared with the host (sockets), work + home private tmpfs seeded from host
     box = cfg["box"]
     _mkdirs(new + box, 0o711)

@@ -89,8 +89,8 @@ def main(argv=None) -> int:
             rows += list(csv.DictReader(fh))
         print(f"graded {name}: {summary['submissions']} submission(s), isolation {summary['isolation']}")
 
-    print(f"\nGradebook ({time.perf_counter() - start:.0f} s; automatic points only — written answers are "
-          "graded by hand)")
+    print(f"\nGradebook ({time.perf_counter() - start:.0f} s). Points out of the assignment's total; the "
+          "written answers are graded by hand later, so even the key lacks their points here.")
     print(f"{'student':<8}{'assignment':<13}{'points':>12}  {'status':<10}reason")
     print("-" * 100)
     for row in rows:

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: data summary and baselines, then the course released and autograded for pretend students.
 demo: $(STAMP)
-	$(PY) -m mflib.demo
+	$(PY) benchmarks/demo.py
 	$(PY) -m autograder demo
 
 ## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs), 2 workers; then the
@@ -31,20 +31,20 @@ test-fast: $(STAMP)
 
 ## course_src/*.py -> solutions/*.ipynb (executed, with outputs) -> assignments/ (nbgrader release)
 notebooks: $(STAMP)
-	$(PY) -m autograder.notebooks build
-	$(PY) -m autograder.notebooks release
+	$(PY) -m autograder.course.notebooks build
+	$(PY) -m autograder.course.notebooks release
 
 release: $(STAMP)
-	$(PY) -m autograder.notebooks release
+	$(PY) -m autograder.course.notebooks release
 
 ## What students get: assignments/ + mflib without the reference models (see docs/instructor.md)
 bundle: $(STAMP)
-	$(PY) -m autograder.bundle
+	$(PY) -m autograder.course.bundle
 
 ## Side-by-side benchmark against implicit / LightFM / Surprise / myFM (installs the `bench` extra)
 bench: $(STAMP)
 	bash tools/install_bench.sh $(PY)
-	OPENBLAS_NUM_THREADS=1 $(PY) -m mflib.bench
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,16 +4,16 @@ Each check either prints one short line with the figure it measured (stdout) or 
 :class:`AssertionError` (:class:`~autograder.feedback.CheckFailure`) whose message names the bug and the
 fix, e.g.::
 
-    AssertionError: check_gradient(bpr_gradient): relative error 2 for 'item_factors' (seed 0; must be < 1e-06)
+    AssertionError: check_gradient(bpr_gradient): relative error 1 for 'item_factors' (seed 0; must be < 1e-06)
     — sign flipped: your gradient is the negative of the correct one ...
 
 API (the notebooks are written against it)::
 
-    check_gradient(loss_fn, grad_fn, make_params, seeds=(0, 1, 2), tol=1e-6, name=None)
+    check_gradient(loss_fn, grad_fn, make_params, seeds=(0, 1, 2), tol=1e-6, name=None, depends_on=None)
     check_matches_reference(student_fn, reference_fn, make_inputs, seeds=(0, 1, 2), rtol=1e-6, name=None)
     check_loss_decreases(loss_history, min_relative_drop=0.05, name=None)
     check_similar_items(model, dataset, train=None, k=10, min_genre_jaccard=0.25, pairs=None)
-    check_recommend(model, user_items, n_users=None)
+    check_recommend(model, user_items, n_users=None, N=10, n_ranked=100)
     check_ranking(model, train, test, k=10, reference_ndcg=None, fraction=0.8, min_ndcg=None)
     check_rmse(y_true, y_pred, max_rmse)
     check_factors(model, n_users, n_items)
@@ -22,9 +22,12 @@ Design notes
 ------------
 * The checks never import mflib's reference models (``mflib.models.als`` ...) — the student bundle ships
   without them. Popularity (the baseline) and mflib's evaluation code are imported inside functions.
+* Gradients: the finite differences and the relative error are :mod:`mflib.gradcheck`'s (the definition
+  the notebooks teach, shipped in the student bundle), so a notebook's ``print(check_gradients(...))``
+  table and ``check_gradient``'s message show the same number.
 * Tampering: every numpy function used here is bound when this module is imported (see
-  ``autograder.feedback._np``), so ``np.allclose = lambda *a, **k: True`` in a notebook cell run
-  afterwards does not change a verdict.
+  ``autograder.feedback._np``; :mod:`mflib.gradcheck` does the same), so ``np.allclose = lambda *a, **k:
+  True`` in a notebook cell run afterwards does not change a verdict.
 * Student functions are called on private deep copies of the inputs, so a function that mutates its
   arguments cannot corrupt the reference's inputs (and a function that must update in place is
   compared on the mutated arguments).
@@ -35,8 +38,11 @@ import copy
 import inspect
 import math
 
-from .feedback import (CheckFailure, _np, as_float_array, explain_difference, fmt,
-                       max_relative_difference, relative_error, scale_hint)
+from mflib.gradcheck import check_gradients as _check_gradients
+from mflib.gradcheck import relative_error as _relative_error
+
+from .feedback import (CheckFailure, _np, as_float_array, explain_difference, fmt, max_relative_difference,
+                       scale_hint)
 
 __all__ = ["check_gradient", "check_matches_reference", "check_loss_decreases", "check_similar_items",
            "check_recommend", "check_ranking", "check_rmse", "check_factors", "CheckFailure"]
@@ -73,7 +79,7 @@ def _call(fn, label: str, *args, **kwargs):
                            "write your code between the solution markers and run the cell") from error
     except CheckFailure:
         raise
-    except Exception as error:
+    except Exception as error:  # whatever the student's code raises fails the check, with its message
         raise CheckFailure(f"{label} raised {type(error).__name__}: {error}") from error
 
 
@@ -104,51 +110,28 @@ def _float64_copy(value, label: str, key: str):
 # --------------------------------------------------------------------------------------------------
 # gradients
 # --------------------------------------------------------------------------------------------------
-def _numerical_gradients(loss_fn, grads: dict, params: dict, step: float, max_entries: int, seed: int,
-                         label: str) -> dict:
-    """``{name: (flat indices, numerical gradient there, largest |loss| seen)}`` by central differences
-    ``(L(θ + h e_i) - L(θ - h e_i)) / 2h``, with :func:`mflib.gradcheck.check_gradients` (float64,
-    at most ``max_entries`` seeded coordinates per parameter); a local loop if mflib.gradcheck is absent."""
+def _finite_differences(loss_fn, grads: dict, params: dict, step: float, max_entries: int, seed: int,
+                        label: str):
+    """Central differences ``(L(θ + h e_j) - L(θ - h e_j)) / 2h`` of ``loss_fn`` at ``params``, by
+    :func:`mflib.gradcheck.check_gradients` (float64, at most ``max_entries`` seeded coordinates per
+    parameter). Returns ``(GradientCheck, largest |loss| seen)``."""
     seen = [0.0]
 
     def loss(p):
         value = _call(loss_fn, label, p)
         try:
-            seen[0] = max(seen[0], abs(float(value)))
+            number = float(value)
         except (TypeError, ValueError):
             _fail(f"{label} must return one number (the loss), got {type(value).__name__}")
-        return value
+        seen[0] = max(seen[0], abs(number)) if math.isfinite(number) else seen[0]
+        return number
 
-    work = {key: value.copy() for key, value in params.items()}
-    try:  # lazy: keeps `import autograder.checks` light and works without mflib.gradcheck
-        from mflib.gradcheck import check_gradients
-    except ImportError:
-        check_gradients = None
-    if check_gradients is not None:
-        try:
-            result = check_gradients(loss, {k: as_float_array(v) for k, v in grads.items() if k in work},
-                                     work, eps=step, n_coords=max_entries, random_state=seed)
-        except FloatingPointError as error:
-            raise CheckFailure(f"{label}: the loss is not finite near these parameters ({error})") from error
-        return {key: (check.indices, check.numeric, seen[0]) for key, check in result.parameters.items()}
-    rng = _np.default_rng(seed)
-    out = {}
-    for key, value in work.items():
-        size = value.size
-        entries = (_np.arange(size) if size <= max_entries
-                   else _np.sort(rng.choice(size, max_entries, replace=False)))
-        flat = value.reshape(-1)
-        numeric = _np.zeros(len(entries), dtype=_np.float64)
-        for j, index in enumerate(entries):
-            old = flat[index]
-            flat[index] = old + step
-            plus = float(loss(work))
-            flat[index] = old - step
-            minus = float(loss(work))
-            flat[index] = old
-            numeric[j] = (plus - minus) / (2 * step)
-        out[key] = (entries, numeric, seen[0])
-    return out
+    try:
+        result = _check_gradients(loss, {key: grads[key] for key in params}, params, eps=step,
+                                  n_coords=max_entries, random_state=seed)
+    except FloatingPointError as error:
+        raise CheckFailure(f"{label}: the loss is not finite near these parameters ({error})") from error
+    return result, seen[0]
 
 
 def _as_gradient_dict(grads, params: dict, label: str) -> dict:
@@ -163,21 +146,45 @@ def _as_gradient_dict(grads, params: dict, label: str) -> dict:
           f"got {type(grads).__name__}")
 
 
+def _dependency_problem(depends_on, seeds) -> str | None:
+    """The first function the loss relies on that differs from its reference, said in one sentence."""
+    for name, (student_fn, reference_fn, make_inputs) in (depends_on or {}).items():
+        for seed in seeds:
+            args, kwargs = _split_inputs(make_inputs(seed))
+            expected = reference_fn(*_deepcopy(args), **_deepcopy(kwargs))
+            actual = _call(student_fn, str(name), *_deepcopy(args), **_deepcopy(kwargs))
+            problem = _compare(actual, expected, str(name), 1e-8, {})
+            if problem is not None:
+                return problem[1]
+    return None
+
+
 def check_gradient(loss_fn, grad_fn, make_params, seeds=(0, 1, 2), tol: float = 1e-6, name=None, *,
-                   h: float = 1e-6, max_entries: int = 400):
+                   h: float = 1e-6, max_entries: int = 400, depends_on=None):
     """Compare ``grad_fn(params)`` with central finite differences of ``loss_fn(params)``.
 
     ``loss_fn(params) -> float``, ``grad_fn(params) -> {name: array}`` (or a tuple in the parameters'
     order), ``make_params(seed) -> {name: float64 array}``. The relative error per parameter is
-    ``||g - g_num|| / max(||g||, ||g_num||)`` (2.0 = opposite sign); it must be below ``tol`` for every
-    parameter and seed. At most ``max_entries`` entries per parameter are differenced (a seeded sample).
-    On failure the message names the parameter and the likely bug (sign, factor 2, missing λ·θ term,
-    duplicated indices, zeros, NaN).
+    :func:`mflib.gradcheck.relative_error`, the one the notebooks teach::
+
+        max_j |g_j - g_num_j| / max_j (|g_j| + |g_num_j|)      (1 = opposite sign, 1/3 = twice too large)
+
+    It must be below ``tol`` for every parameter and seed (differences at the round-off level of the
+    finite differences, ``10 ε |L| / h``, also pass). At most ``max_entries`` entries per parameter are
+    differenced (a seeded sample). On failure the message names the parameter and the likely bug (sign,
+    factor 2, missing λ·θ term — also when it is counted once per occurrence of a row —, duplicated
+    indices, zeros, NaN).
+
+    ``depends_on``: ``{name: (student_fn, reference_fn, make_inputs)}``, functions the loss is built on.
+    When the gradient disagrees, they are compared with their references (on ``make_inputs(seed)``) and
+    a wrong one is named as the cause: the finite differences differentiate the student's own loss.
     """
     __tracebackhide__ = True
     label = f"check_gradient({_label(grad_fn, name)})"
     step = float(h)
+    seeds = tuple(seeds)
     worst = 0.0
+    round_off = []
     for seed in seeds:
         raw = make_params(seed)
         if not isinstance(raw, dict) or not raw:
@@ -206,23 +213,26 @@ def check_gradient(loss_fn, grad_fn, make_params, seeds=(0, 1, 2), tol: float = 
             if not bool(_np.all(_np.isfinite(grad))):
                 _fail(f"{label}: the gradient for {key!r} contains NaN or inf (seed {seed})")
             grads[key] = grad
-        numerical = _numerical_gradients(loss_fn, grads, params, step, max_entries, seed,
-                                         _label(loss_fn, None))
+        result, biggest = _finite_differences(loss_fn, grads, params, step, max_entries, seed,
+                                              _label(loss_fn, None))
+        # below this absolute difference, finite differences cannot tell (round-off of L(θ ± h) / 2h)
+        noise = 10 * _EPS * max(biggest, abs(loss)) / step
         errors = {}
         for key, value in params.items():
-            entries, numeric, biggest = numerical[key]
+            check = result.parameters[key]
             if value.size == 0:
                 continue
-            analytic = grads[key].reshape(-1)[entries]
-            # floor: below it, differences are finite-difference round-off, not bugs
-            noise = 10 * _EPS * max(biggest, abs(loss)) / step * math.sqrt(len(entries))
-            error = relative_error(analytic, numeric, floor=noise / tol)
+            analytic, numeric = check.analytic, check.numeric
+            error = _relative_error(numeric, analytic)
+            if error >= tol and float(_np.max(_np.abs(numeric - analytic))) <= noise:
+                round_off.append(key)
+                continue
             worst = max(worst, error)
             if error >= tol:
-                sampled = len(entries) < value.size
+                sampled = len(check.indices) < value.size
                 shape_actual = analytic if sampled else analytic.reshape(value.shape)
                 shape_numeric = numeric if sampled else numeric.reshape(value.shape)
-                theta = value.reshape(-1)[entries] if sampled else value
+                theta = value.reshape(-1)[check.indices] if sampled else value
                 errors[key] = (error, explain_difference(shape_actual, shape_numeric, {key: theta},
                                                          what=f"gradient for {key!r}", tolerance=1e-4))
         if errors:
@@ -231,10 +241,17 @@ def check_gradient(loss_fn, grad_fn, make_params, seeds=(0, 1, 2), tol: float = 
             fine = f" ({', '.join(others)} correct)" if others else ""
             more = (f"; also wrong: {', '.join(repr(k) for k in errors if k != key)}"
                     if len(errors) > 1 else "")
-            _fail(f"{label}: relative error {fmt(error)} for {key!r} (seed {seed}; must be < {fmt(tol)})"
-                  f" — {hint}{more}{fine}")
+            headline = f"{label}: relative error {fmt(error)} for {key!r} (seed {seed}; must be < {fmt(tol)})"
+            cause = _dependency_problem(depends_on, seeds)
+            if cause is not None:
+                _fail(f"{headline} — your gradient disagrees with the finite differences of YOUR loss, and "
+                      f"the loss uses a function that is wrong: {cause}. Fix that first (its test above "
+                      "says how), then run this cell again: the gradient formula itself may be right")
+            _fail(f"{headline} — {hint}{more}{fine}")
+    note = (f"; {', '.join(sorted(set(map(repr, round_off))))} within finite-difference round-off"
+            if round_off else "")
     _ok(f"{_label(grad_fn, name)}: gradients match finite differences "
-        f"(max relative error {fmt(worst)} over {len(tuple(seeds))} seeds, < {fmt(tol)})")
+        f"(max relative error {fmt(worst)} over {len(seeds)} seeds, < {fmt(tol)}{note})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,12 +322,12 @@ def _compare(actual, expected, path: str, rtol: float, candidates: dict):
     try:
         expected_array = _np.asarray(expected)
         actual_array = _np.asarray(actual)
-    except Exception:
+    except (TypeError, ValueError):  # not array-like (ragged, odd objects): compare with ==
         return None if actual == expected else (math.inf, f"{path} is {actual!r}, expected {expected!r}")
     if expected_array.dtype == object or actual_array.dtype == object:
         try:
             same = bool(actual == expected)
-        except Exception:
+        except (TypeError, ValueError):  # == gave no single truth value: not the same
             same = False
         return None if same else (math.inf, f"{path} is {actual!r}, expected {expected!r}")
     if actual_array.shape != expected_array.shape:
@@ -625,29 +642,82 @@ def _pick_users(user_items, n_users: int, count: int = 5) -> list[int]:
     return out[:count]
 
 
-def _model_scores(model, user: int):
-    """``p_u · q_i (+ b_i)`` for every item if the model exposes its factors, else None."""
-    users = getattr(model, "user_factors", None)
-    items = getattr(model, "item_factors", None)
-    if users is None or items is None:
-        return None
+def _model_scores(model, users, what: str):
+    """``p_u · q_i (+ b_i)`` for every user in ``users`` and every item, an array of shape
+    ``(len(users), n_items)``, from the model's ``user_factors``, ``item_factors`` and ``item_bias`` (when
+    it has one). Fails the check, never returns None: without these scores the top-N test cannot run."""
+    users = _np.asarray(users, dtype=_np.int64)
     try:
-        scores = as_float_array(items) @ as_float_array(users)[user]
+        scores = as_float_array(model.user_factors)[users] @ as_float_array(model.item_factors).T
         bias = getattr(model, "item_bias", None)
         if bias is not None:
-            scores = scores + as_float_array(bias).ravel()
-        return scores
-    except Exception:
+            scores = scores + as_float_array(bias).reshape(1, -1)
+    except (AttributeError, TypeError, ValueError, IndexError) as error:
+        shapes = ", ".join(f"{name} {_np.shape(getattr(model, name, None))}"
+                           for name in ("user_factors", "item_factors", "item_bias"))
+        raise CheckFailure(f"{what}: cannot check that recommend returns the highest-scoring items: the "
+                           f"model's scores p_u · q_i (+ b_i) cannot be computed from its arrays ({shapes}): "
+                           f"{type(error).__name__}: {error}") from error
+    return scores
+
+
+def _ranked_users(user_items, n_users: int, picks: list[int], count: int) -> list[int]:
+    """``picks`` plus about ``count`` users spread evenly over all ids, sorted."""
+    count = max(1, min(count, n_users))
+    spread = (_np.arange(count, dtype=_np.int64) * (n_users - 1)) // max(count - 1, 1)
+    return sorted(set(int(u) for u in spread) | set(picks))
+
+
+def _top_n_problem(users, ids, scores, full, seen, N: int, has_bias: bool) -> str | None:
+    """How the lists ``ids`` / ``scores`` (one row per user) differ from the ``N`` highest-scoring unseen
+    items by the model's scores ``full``, or None. ``seen``: boolean (users × items) mask of user_items."""
+    rows = _np.arange(len(users))[:, None]
+    own = full[rows, ids]
+    bias = " + b_i" if has_bias else ""
+    off = _np.abs(own - scores) > 1e-3 * (1 + _np.abs(own))
+    if bool(_np.any(off)):
+        row, col = (int(i[0]) for i in _np.nonzero(off))
+        return (f"recommend(userid={users[row]}) returned scores that are not the model's scores "
+                f"p_u · q_i{bias} of the returned items: item {int(ids[row, col])} has score "
+                f"{fmt(scores[row, col])}, but user_factors and item_factors give {fmt(own[row, col])} — "
+                "return, for each item, the score you ranked it by")
+    candidates = ~seen
+    candidates[rows, ids] = False
+    left = _np.where(candidates, full, -_np.inf)
+    best_left = _np.argmax(left, axis=1)
+    best_score = left[rows[:, 0], best_left]
+    worst = _np.argmin(own, axis=1)
+    worst_score = own[rows[:, 0], worst]
+    beaten = _np.flatnonzero(best_score > worst_score + 1e-4 * (1 + _np.abs(worst_score)))
+    if not len(beaten):
         return None
+    row = int(beaten[0])
+    better, dropped = int(best_left[row]), int(ids[row, worst[row]])
+    message = (f"recommend(userid={users[row]}) returned items that are not the {N} highest-scoring unseen "
+               f"items: item {better} (score {fmt(full[row, better])}) was left out while item {dropped} "
+               f"(score {fmt(worst_score[row])}) was returned")
+    unseen = _np.where(seen[row], -_np.inf, full[row])
+    top = set(int(i) for i in _np.argsort(-unseen, kind="stable")[:N + 1])
+    if set(int(i) for i in ids[row]) <= top:
+        return (message + f" — your list is {N} items out of the top {N + 1}: np.argpartition(-scores, kth) "
+                "puts the item of rank kth (from 0) at position kth and better ones before it, in no particular "
+                f"order, so the first {N} positions hold the top {N} only with kth = N - 1")
+    return (message + " — set the scores of the items in user_items to -inf, then take the N largest "
+            "(np.argpartition(-scores, N - 1)[:N]) and sort them, best first")
 
 
-def check_recommend(model, user_items, n_users=None, *, N: int = 10):
-    """``model.recommend(userid, user_items[userid], N)`` follows the implicit 0.7 API.
+def check_recommend(model, user_items, n_users=None, *, N: int = 10, n_ranked: int = 100):
+    """``model.recommend(userid, user_items[userid], N)`` follows the implicit 0.7 API and returns the top N.
 
-    For a few users: 1-D ``(ids, scores)`` for a scalar id, ``N`` distinct valid items, best first, none
-    already in ``user_items`` (the user's training row); a batch call with an array of ids returns
-    ``(n, N)`` arrays equal to the scalar calls; when the model exposes its factors, the returned items
-    are the ``N`` highest-scoring unseen ones.
+    * For a few users, one scalar call each: 1-D ``(ids, scores)``, ``N`` distinct valid items, best first,
+      none already in ``user_items`` (the user's training row).
+    * One batch call with an array of about ``n_ranked`` user ids (those users included): ``(n, N)``
+      arrays, the same lists as the scalar calls, and on every row the ``N`` highest-scoring unseen items
+      by the model's own scores ``p_u · q_i (+ b_i)`` (``user_factors``, ``item_factors``, ``item_bias``),
+      with those scores.
+
+    The model must expose ``user_factors`` and ``item_factors``: without them the top-N test cannot run,
+    and the check fails rather than pass untested.
     """
     __tracebackhide__ = True
     if not _is_sparse(user_items):
@@ -657,13 +727,12 @@ def check_recommend(model, user_items, n_users=None, *, N: int = 10):
     n_users = int(n_users) if n_users is not None else n_rows
     if n_rows != n_users:
         _fail(f"check_recommend: user_items has {n_rows} rows but there are {n_users} users")
-    if getattr(model, "user_factors", None) is not None:
-        problem = _factor_problem(model, n_users, n_items)
-        if problem:
-            _fail(f"check_recommend: {problem}")
-    users = _pick_users(user_items, n_users)
+    problem = _factor_problem(model, n_users, n_items)
+    if problem:
+        _fail(f"check_recommend: {problem} (the check needs the factors to verify the top {N})")
+    picks = _pick_users(user_items, n_users)
     scalar_results = {}
-    for user in users:
+    for user in picks:
         result = _call(model.recommend, "recommend", user, user_items[user], N=N)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             _fail(f"recommend must return a tuple (ids, scores), got {type(result).__name__}")
@@ -675,52 +744,75 @@ def check_recommend(model, user_items, n_users=None, *, N: int = 10):
             _fail(f"{what} returned {len(already)} items the user already rated — filter user_items "
                   f"(set the scores of the user's items to -inf before taking the top N); e.g. item "
                   f"{already[0]}")
-        full = _model_scores(model, user)
-        if full is not None and full.shape == (n_items,) and bool(
-                _np.all(_np.abs(full[ids] - scores) <= 1e-3 * (1 + _np.abs(scores)))):
-            allowed = _np.ones(n_items, dtype=bool)
-            allowed[list(seen)] = False
-            allowed[ids] = False
-            if bool(_np.any(allowed)):
-                best_left = int(_np.flatnonzero(allowed)[_np.argmax(full[allowed])])
-                if full[best_left] > scores[-1] + 1e-4 * (1 + abs(float(scores[-1]))):
-                    _fail(f"{what} did not return the {N} highest-scoring unseen items: item {best_left} "
-                          f"scores {fmt(full[best_left])} but was left out while item {int(ids[-1])} "
-                          f"({fmt(scores[-1])}) was returned")
         scalar_results[user] = (ids, scores)
+    users = _ranked_users(user_items, n_users, picks, n_ranked)
     batch = _np.asarray(users, dtype=_np.int64)
     result = _call(model.recommend, "recommend", batch, user_items[batch], N=N)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         _fail(f"recommend(array of {len(batch)} ids) must return a tuple (ids, scores)")
-    ids_batch, scores_batch = _np.asarray(result[0]), as_float_array(result[1])
+    ids_batch, scores_batch = _np.asarray(result[0]), _np.asarray(result[1])
     if ids_batch.shape != (len(batch), N) or scores_batch.shape != (len(batch), N):
         _fail(f"recommend with an array of {len(batch)} user ids must return arrays of shape "
               f"({len(batch)}, {N}); got ids {ids_batch.shape}, scores {scores_batch.shape} (one row per "
               "user, user_items holding one row per requested user)")
+    rows_ids, rows_scores = [], []
+    seen_mask = _np.asarray(user_items[batch].toarray() != 0)
     for row, user in enumerate(users):
-        ids, scores = scalar_results[user]
-        same_scores = bool(_np.all(_np.abs(scores_batch[row] - scores) <= 1e-4 * (1 + _np.abs(scores))))
-        same_items = set(int(i) for i in ids_batch[row]) == set(int(i) for i in ids)
-        if not (same_scores and (same_items or bool(_np.array_equal(ids_batch[row], ids)))):
-            _fail(f"recommend: the batch call and the scalar call disagree for user {user} (batch ids "
-                  f"{[int(i) for i in ids_batch[row][:5]]}..., scalar ids {[int(i) for i in ids[:5]]}...): "
-                  "row r of the batch must be the recommendations of userid[r] given user_items[r]")
-    _ok(f"recommend: {len(users)} users, {N} unseen items each, best first; batch and scalar calls agree")
+        what = f"recommend(userids) row {row} (user {user})"
+        ids, scores = _validate_list(ids_batch[row], scores_batch[row], n_items, N, what)
+        if bool(_np.any(seen_mask[row, ids])):
+            _fail(f"{what} holds items the user already rated (e.g. item {int(ids[seen_mask[row, ids]][0])}): "
+                  "filter user_items[r], the row of the r-th requested user")
+        rows_ids.append(ids)
+        rows_scores.append(scores)
+        if user in scalar_results:
+            ids_one, scores_one = scalar_results[user]
+            same_scores = bool(_np.all(_np.abs(scores - scores_one) <= 1e-4 * (1 + _np.abs(scores_one))))
+            if not (same_scores and set(int(i) for i in ids) == set(int(i) for i in ids_one)):
+                _fail(f"recommend: the batch call and the scalar call disagree for user {user} (batch ids "
+                      f"{[int(i) for i in ids[:5]]}..., scalar ids {[int(i) for i in ids_one[:5]]}...): "
+                      "row r of the batch must be the recommendations of userid[r] given user_items[r]")
+    full = _model_scores(model, batch, "check_recommend")
+    problem = _top_n_problem(users, _np.stack(rows_ids), _np.stack(rows_scores), full, seen_mask, N,
+                             getattr(model, "item_bias", None) is not None)
+    if problem:
+        _fail(problem)
+    _ok(f"recommend: the {N} highest-scoring unseen items, best first, for each of {len(users)} users; "
+        f"batch and scalar calls agree ({len(picks)} users)")
 
 
 def _neighbours(model, items, k: int, n_items: int):
-    """``(len(items), k)`` neighbour ids via one batch call, or one call per item if needed."""
+    """``(len(items), k)`` neighbour ids, each row checked like a single list (k distinct valid ids, best
+    first, the query left out): one call with the array of ids (implicit 0.7), or, for a
+    ``similar_items`` that takes one id at a time, one call per id.
+
+    An array call that raises ``TypeError``/``ValueError``/``IndexError`` (what code written for one id
+    does with an array) or returns something else than ``(len(items), k)`` ids is retried id by id; any
+    other error, and any error of the id-by-id calls, fails the check with its message.
+    """
+    batch = _np.asarray(items, dtype=_np.int64)
     try:
-        ids, _ = model.similar_items(_np.asarray(items, dtype=_np.int64), N=k)
-        ids = _np.asarray(ids)
-        if ids.shape == (len(items), k):
-            return ids.astype(_np.int64)
-    except Exception:
-        pass
+        result = _call(model.similar_items, "similar_items", batch, N=k)
+    except CheckFailure as failure:
+        if not isinstance(failure.__cause__, (TypeError, ValueError, IndexError)):
+            raise
+        result = None  # written for one id at a time: asked id by id below
+    if not (isinstance(result, (tuple, list)) and len(result) == 2
+            and _np.shape(result[0]) == (len(batch), k) and _np.shape(result[1]) == (len(batch), k)):
+        result = None
     rows = []
-    for item in items:
-        ids, _ = _call(model.similar_items, "similar_items", int(item), N=k)
-        rows.append(_np.asarray(ids, dtype=_np.int64).ravel()[:k])
+    for row, item in enumerate(batch):
+        if result is None:
+            one = _call(model.similar_items, "similar_items", int(item), N=k)
+            if not isinstance(one, (tuple, list)) or len(one) != 2:
+                _fail(f"similar_items must return a tuple (ids, scores), got {type(one).__name__}")
+            ids, scores = one
+        else:
+            ids, scores = result[0][row], result[1][row]
+        ids, _ = _validate_list(ids, scores, n_items, k, f"similar_items({int(item)})")
+        if bool(_np.any(ids == item)):
+            _fail(f"similar_items({int(item)}) returned the query item itself: leave it out")
+        rows.append(ids)
     return _np.stack(rows)
 
 
@@ -736,19 +828,30 @@ def check_similar_items(model, dataset, train=None, k: int = 10, min_genre_jacca
     * with ``check_cosine`` and a model exposing ``item_factors``: the neighbours are the items of
       highest *cosine* similarity (the raw inner product is a classic bug);
     * famous pairs (``mflib.evaluation.KNOWN_PAIRS`` unless ``pairs`` is given, ``{}`` to skip): Star
-      Wars → The Empire Strikes Back / Return of the Jedi, The Godfather → Part II;
+      Wars → The Empire Strikes Back / Return of the Jedi, The Godfather → Part II. Titles are found with
+      ``dataset.find_item`` (exact title, else the most-rated title containing it), so parts of titles
+      such as ``{"Star Wars": ["Empire Strikes Back"]}`` work on every MovieLens variant;
     * mean genre Jaccard@k over items with ≥ 50 train positives ≥ ``min_genre_jaccard``.
     """
     __tracebackhide__ = True
     from mflib import metrics
-    from mflib.evaluation import KNOWN_PAIRS, evaluate_similar_items, frequent_items, known_pairs
+    from mflib.evaluation import KNOWN_PAIRS, frequent_items
 
     n_items = dataset.n_items
     pairs = KNOWN_PAIRS if pairs is None else pairs
     if train is None:
         train = dataset.implicit()
-    # 1. shape of the output, on the first query (or Star Wars-like popular item)
+    item_factors = getattr(model, "item_factors", None) if check_cosine else None
+    if item_factors is not None:
+        vectors = as_float_array(item_factors)
+        if vectors.ndim != 2 or vectors.shape[0] != n_items:
+            _fail(f"check_similar_items: item_factors has shape {vectors.shape}; expected (n_items, factors) "
+                  f"with n_items = {n_items}, so the cosine similarities cannot be checked")
+        norms = _np.sqrt(_np.sum(vectors * vectors, axis=1))
+        unit = vectors / _np.maximum(norms, 1e-12)[:, None]
+    # 1. shape of the output, on the pairs' queries (or the most popular item)
     queries = [dataset.find_item(query) for query in pairs] or [int(frequent_items(train)[0])]
+    neighbours = {}
     for query in queries:
         result = _call(model.similar_items, "similar_items", query, N=k)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -758,45 +861,36 @@ def check_similar_items(model, dataset, train=None, k: int = 10, min_genre_jacca
         if query in set(int(i) for i in ids):
             _fail(f"{what} returned the query item itself: leave it out (its cosine with itself is 1, it "
                   "is not a recommendation)")
+        neighbours[query] = ids
         # 2. cosine, not the raw inner product
-        item_factors = getattr(model, "item_factors", None)
-        if check_cosine and item_factors is not None:
-            vectors = as_float_array(item_factors)
-            if vectors.ndim == 2 and vectors.shape[0] == n_items:
-                norms = _np.sqrt(_np.sum(vectors * vectors, axis=1))
-                unit = vectors / _np.maximum(norms, 1e-12)[:, None]
-                cosine = unit @ unit[query]
-                cosine[query] = -_np.inf
-                kth = float(_np.sort(cosine)[-k])
-                if float(_np.min(cosine[ids])) < kth - 1e-4:
-                    dots = vectors @ vectors[query]
-                    dots[query] = -_np.inf
-                    by_dot = set(int(i) for i in _np.argsort(-dots)[:k])
-                    if len(by_dot & set(int(i) for i in ids)) >= 0.7 * k:
-                        _fail(f"{what} ranks by the raw inner product q_i · q_j; use cosine similarity "
-                              "(divide item_factors by their norms first): with raw inner products, items "
-                              "with long vectors (popular ones) are everybody's neighbours")
-                    best = int(_np.argmax(cosine))
-                    _fail(f"{what} does not return the items with the highest cosine similarity of "
-                          f"item_factors: '{dataset.title(best)}' (cosine {fmt(cosine[best])}) is missing")
-    # 3. famous pairs (mflib.evaluation.known_pairs)
-    if pairs:
-        found_pairs = _call(known_pairs, "similar_items", model, dataset, k=k, pairs=pairs)
-        for query_title, expected in pairs.items():
-            missing = [title for title, found in found_pairs[query_title].items() if not found]
-            if missing:
-                query = dataset.find_item(query_title)
-                ids, _ = _call(model.similar_items, "similar_items", query, N=k)
-                ids = _np.asarray(ids, dtype=_np.int64).ravel()
-                _fail(f"'{missing[0]}' is not among the {k} items most similar to '{dataset.title(query)}'. "
-                      f"Your top {k}: {_titles(dataset, ids)}")
-    # 4. genre overlap over frequent items (mflib.evaluation.evaluate_similar_items)
+        if item_factors is not None:
+            cosine = unit @ unit[query]
+            cosine[query] = -_np.inf
+            kth = float(_np.sort(cosine)[-k])
+            if float(_np.min(cosine[ids])) < kth - 1e-4:
+                dots = vectors @ vectors[query]
+                dots[query] = -_np.inf
+                by_dot = set(int(i) for i in _np.argsort(-dots)[:k])
+                if len(by_dot & set(int(i) for i in ids)) >= 0.7 * k:
+                    _fail(f"{what} ranks by the raw inner product q_i · q_j; use cosine similarity "
+                          "(divide item_factors by their norms first): with raw inner products, items "
+                          "with long vectors (popular ones) are everybody's neighbours")
+                best = int(_np.argmax(_np.where(_np.isin(_np.arange(n_items), ids), -_np.inf, cosine)))
+                _fail(f"{what} does not return the items with the highest cosine similarity of "
+                      f"item_factors: '{dataset.title(best)}' (cosine {fmt(cosine[best])}) is missing")
+    # 3. famous pairs
+    for query_title, expected in pairs.items():
+        query = dataset.find_item(query_title)
+        found = set(int(i) for i in neighbours[query])
+        missing = [dataset.title(dataset.find_item(title)) for title in expected
+                   if dataset.find_item(title) not in found]
+        if missing:
+            _fail(f"'{missing[0]}' is not among the {k} items most similar to '{dataset.title(query)}'. "
+                  f"Your top {k}: {_titles(dataset, neighbours[query])}")
+    # 4. genre overlap over frequent items (what mflib.evaluation.evaluate_similar_items measures)
     items = frequent_items(train)
     genres = dataset.genre_matrix()
-    try:
-        jaccard = evaluate_similar_items(model, dataset, train, k=k)
-    except Exception:  # a similar_items that only takes one id at a time: ask item by item
-        jaccard = metrics.genre_jaccard(_neighbours(model, items, k, n_items), genres, items)
+    jaccard = metrics.genre_jaccard(_neighbours(model, items, k, n_items), genres, items)
     random = metrics.random_genre_jaccard(genres, items, k)
     if not jaccard >= min_genre_jaccard:
         _fail(f"similar items share few genres: mean genre Jaccard@{k} = {fmt(jaccard)} over {len(items)} "
@@ -841,14 +935,13 @@ def check_ranking(model, train, test, k: int = 10, reference_ndcg=None, fraction
         problem = _factor_problem(model, n_users, n_items)
         if problem:
             _fail(f"check_ranking: {problem}")
-    try:
-        result = evaluate_ranking(model, train, test, k=k)
-    except AssertionError as error:
-        raise CheckFailure(f"check_ranking: {error} — filter user_items") from error
-    except NotImplementedError as error:
-        raise CheckFailure("check_ranking: recommend is not implemented yet") from error
-    except Exception as error:
-        raise CheckFailure(f"check_ranking: evaluating the model failed: {type(error).__name__}: {error}") from error
+    try:  # evaluate_ranking calls the model's recommend: its errors become messages (_call)
+        result = _call(evaluate_ranking, "check_ranking: evaluating the model's recommend", model, train, test,
+                       k=k)
+    except CheckFailure as failure:
+        if type(failure.__cause__) is AssertionError:  # evaluate_ranking found already-seen items
+            raise CheckFailure(f"check_ranking: {failure.__cause__} — filter user_items") from failure.__cause__
+        raise
     ndcg = float(result[key])
     popularity = float(_popularity_metrics(train, test, k)[key])
     label = f"NDCG@{k} {fmt(ndcg)}"

@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-__all__ = ["fmt", "relative_error", "scale_hint", "proportional_to", "row_support", "explain_difference",
+__all__ = ["fmt", "scale_hint", "proportional_to", "rowwise_proportional", "row_support", "explain_difference",
            "CheckFailure"]
 
 
@@ -54,16 +54,6 @@ def fmt(x, digits: int = 3) -> str:
 
 def as_float_array(x) -> np.ndarray:
     return _np.asarray(x, dtype=_np.float64)
-
-
-def relative_error(actual, expected, floor: float = 0.0) -> float:
-    """``||a - e|| / max(||a||, ||e||, floor)`` (0 when both are zero): 2.0 means opposite signs."""
-    actual, expected = as_float_array(actual), as_float_array(expected)
-    diff = float(_np.norm((actual - expected).ravel()))
-    denominator = max(float(_np.norm(actual.ravel())), float(_np.norm(expected.ravel())), floor)
-    if denominator == 0.0:
-        return 0.0 if diff == 0.0 else math.inf
-    return diff / denominator
 
 
 def max_relative_difference(actual, expected) -> float:
@@ -132,6 +122,63 @@ def proportional_to(difference, base, support_only: bool = True) -> tuple[float,
     return c, residual, mask
 
 
+def rowwise_proportional(difference, base) -> np.ndarray | None:
+    """The coefficients ``c_r`` if every row of ``difference`` that is not negligible is ``c_r`` times the
+    same row of ``base``, all ``c_r`` of one sign; else None.
+
+    That is the signature of a regularization term ``λ·θ`` counted once per occurrence of a row in a batch
+    (a user with three ratings gets ``3λ·p_u``) or with one ``λ`` per row (per-feature penalties): the
+    difference is not one multiple of ``θ`` but a different multiple in every row. For a 2-D array each row
+    must be parallel to its row of ``base`` (a strong test with ≥ 2 columns); for a 1-D array, where every
+    entry is trivially a multiple, the coefficients must be integer multiples of the smallest one
+    (occurrence counts) on at least 3 entries.
+    """
+    d, b = as_float_array(difference), as_float_array(base)
+    if d.shape != b.shape or d.ndim not in (1, 2) or d.size == 0:
+        return None
+    peak = float(_np.max(_np.abs(d)))
+    if peak == 0.0:
+        return None
+    rows_d = d.reshape(len(d), -1)
+    rows_b = b.reshape(len(b), -1)
+    active = _np.flatnonzero(_np.max(_np.abs(rows_d), axis=1) > 1e-6 * peak)
+    if len(active) < 2:
+        return None
+    coefficients = []
+    for r in active:
+        dr, br = rows_d[r], rows_b[r]
+        bb = float(_np.vdot(br, br))
+        if bb == 0.0:
+            return None
+        c = float(_np.vdot(dr, br)) / bb
+        if float(_np.norm(dr - c * br)) > 1e-3 * float(_np.norm(dr)):
+            return None
+        coefficients.append(c)
+    coefficients = _np.array(coefficients)
+    if not (bool(_np.all(coefficients > 0)) or bool(_np.all(coefficients < 0))):
+        return None
+    if d.ndim == 1 and (len(active) < 3 or common_unit(coefficients) is None):
+        return None
+    return coefficients
+
+
+def common_unit(coefficients, max_multiple: int = 12, max_count: int = 100) -> float | None:
+    """The largest ``λ`` such that every ``|c|`` is a small whole multiple ``n λ`` (``n`` ≤ ``max_count``),
+    trying ``λ = min|c| / m`` for ``m = 1 … max_multiple`` (the rarest row occurs at most that often);
+    None if there is none. Occurrence counts of rows in a batch give one."""
+    magnitudes = _np.abs(as_float_array(coefficients)).ravel()
+    low = float(_np.min(magnitudes)) if magnitudes.size else 0.0
+    if low == 0.0:
+        return None
+    for m in range(1, max_multiple + 1):
+        unit = low / m
+        multiples = magnitudes / unit
+        if float(_np.max(multiples)) <= max_count and bool(
+                _np.all(_np.abs(multiples - _np.round(multiples)) < 1e-4 * multiples)):
+            return unit
+    return None
+
+
 def row_support(difference, tolerance: float) -> tuple[int, int]:
     """``(rows with a real difference, all rows)`` for a 1-D or 2-D array difference."""
     d = as_float_array(difference)
@@ -150,6 +197,21 @@ def regularization_hint(c: float, parameter: str, subset: str = "") -> str:
                 "wrong only where regularization matters")
     return (f"the error is proportional to '{parameter}' itself{where} (≈ +{fmt(c)}·θ): the "
             "regularization term λ·θ is counted twice, has the wrong sign or the wrong factor")
+
+
+def rowwise_regularization_hint(coefficients, parameter: str) -> str:
+    """The message for :func:`rowwise_proportional`: a λ·θ term per row, missing or extra."""
+    sign = "−" if float(coefficients[0]) < 0 else "+"
+    low, high = float(_np.min(_np.abs(coefficients))), float(_np.max(_np.abs(coefficients)))
+    span = (f"{sign}{fmt(low)}" if abs(high - low) <= 1e-3 * high
+            else f"{sign}{fmt(low)} to {sign}{fmt(high)}")
+    where = f"in every row the error is a multiple of that row of '{parameter}' ({span} × θ)"
+    how = ("as the loss counts it: once per occurrence of the row in the batch (a row used by 3 ratings or "
+           "triples gets 3 λ·θ), or with the row's own λ")
+    if sign == "−":
+        return f"{where}: the regularization term λ·θ is missing from this gradient ({how})"
+    return (f"{where}: the regularization term λ·θ is counted too often, or has the wrong sign or factor "
+            f"({how})")
 
 
 def explain_difference(actual, expected, candidates: dict | None = None, what: str = "value",
@@ -180,6 +242,9 @@ def explain_difference(actual, expected, candidates: dict | None = None, what: s
             bad_rows, rows = row_support(difference, 1e-6 * float(_np.max(_np.abs(difference))))
             subset = f"(on {bad_rows} of {rows} rows)" if difference.ndim and bad_rows < rows else ""
             return regularization_hint(k, parameter, subset)
+        coefficients = rowwise_proportional(difference, base)
+        if coefficients is not None:
+            return rowwise_regularization_hint(coefficients, parameter)
     scale = max(float(_np.max(_np.abs(expected))) if expected.size else 0.0, 1e-300)
     if difference.ndim >= 1 and len(difference) > 1:
         bad_rows, rows = row_support(difference, tolerance * scale)

@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from autograder import grade as grademod  # noqa: E402
+from autograder.grading.options import Options, load_course_config  # noqa: E402
+from autograder.grading.supervisor import grade  # noqa: E402
 
 
 def make_test_submissions(work: Path, copies: int) -> tuple[Path, str]:
@@ -40,7 +41,7 @@ def make_test_submissions(work: Path, copies: int) -> tuple[Path, str]:
 def make_course_submissions(work: Path, course: Path, assignment: str, copies: int) -> Path:
     from nbgrader.coursedir import CourseDirectory
 
-    cfg = grademod.load_course_config(course)
+    cfg = load_course_config(course)
     source = course / CourseDirectory(config=cfg).source_directory / assignment
     notebooks = sorted(source.glob("*.ipynb"))
     if len(notebooks) != 1:
@@ -82,11 +83,11 @@ def main(argv=None) -> int:
         rows = []
         for jobs in args.jobs:
             out = work / f"out-j{jobs}"
-            opts = grademod.Options(assignment=assignment, submissions=str(subs), course_dir=str(course),
-                                    out_dir=str(out), jobs=jobs, timeout=args.timeout, memory_mb=args.memory,
-                                    isolation=args.isolation, force=True, verbose=False)
+            opts = Options(assignment=assignment, submissions=str(subs), course_dir=str(course),
+                           out_dir=str(out), jobs=jobs, timeout=args.timeout, memory_mb=args.memory,
+                           isolation=args.isolation, force=True, verbose=False)
             t0 = time.monotonic()
-            summary = grademod.grade(opts)
+            summary = grade(opts)
             wall = time.monotonic() - t0
             results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
             full = sum(1 for r in results if _all_tests_passed(r))

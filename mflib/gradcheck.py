@@ -39,10 +39,18 @@ gradient fail: its difference-quotient noise (~1e-10) is compared with the large
 
 How to read it (float64, ``eps = 1e-6``): a correct gradient gives < 1e-6, usually 1e-8 to 1e-11;
 around 1e-4 to 1e-6 suspect a kink (``max``, ``abs``, hinge) near the point or a tiny bug;
-> 1e-2 the gradient is wrong.
+> 1e-2 the gradient is wrong. A sign flip gives exactly 1, the largest possible value; a gradient twice
+the correct one gives 1/3.
+
+This is the course's one definition: the notebooks teach it, ``print(check_gradients(...))`` shows it,
+and ``autograder.checks.check_gradient`` (which grades the notebooks) computes it with this module.
+
+Every numpy function used here is bound when the module is imported (``_np``), so a notebook cell that
+later replaces ``np.max`` or ``np.abs`` cannot change a verdict.
 """
 from __future__ import annotations
 
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -54,17 +62,29 @@ __all__ = ["check_gradients", "numerical_gradient", "relative_error", "GradientC
 
 DEFAULT_TOLERANCE = 1e-6
 _TINY = 1e-30
-_LOW_PRECISION = (np.float16, np.float32)
+
+# numpy functions captured now: a notebook that later monkey-patches the numpy module cannot reach them
+_np = types.SimpleNamespace(**{name: getattr(np, name) for name in (
+    "abs", "all", "any", "arange", "argsort", "array", "asarray", "empty", "float16", "float32", "float64",
+    "floating", "full", "int64", "integer", "isfinite", "issubdtype", "max", "nan", "prod", "sort",
+    "unravel_index")})
+_np.default_rng = np.random.default_rng
+_LOW_PRECISION = (_np.float16, _np.float32)
 
 
-def relative_error(numeric: np.ndarray, analytic: np.ndarray) -> float:
-    """``max|numeric - analytic| / max(max(|numeric| + |analytic|), 1e-30)`` (0.0 for empty arrays)."""
-    numeric = np.asarray(numeric, dtype=np.float64).ravel()
-    analytic = np.asarray(analytic, dtype=np.float64).ravel()
+def relative_error(numeric, analytic, floor: float = _TINY) -> float:
+    """``max|numeric - analytic| / max(max(|numeric| + |analytic|), floor)`` (0.0 for empty arrays).
+
+    ``floor`` (default 1e-30) only matters when every entry of both gradients is below it.
+    """
+    numeric = _np.asarray(numeric, dtype=_np.float64).ravel()
+    analytic = _np.asarray(analytic, dtype=_np.float64).ravel()
     if numeric.size == 0:
         return 0.0
-    scale = np.max(np.abs(numeric) + np.abs(analytic))
-    return float(np.max(np.abs(numeric - analytic)) / max(scale, _TINY))
+    if numeric.shape != analytic.shape:
+        raise ValueError(f"relative_error: {numeric.size} numerical values but {analytic.size} analytic ones")
+    scale = float(_np.max(_np.abs(numeric) + _np.abs(analytic)))
+    return float(_np.max(_np.abs(numeric - analytic))) / max(scale, floor)
 
 
 def _sci(x: float) -> str:
@@ -79,11 +99,11 @@ def _sci0(x: float) -> str:
 
 
 def _loss_value(value, where: str) -> float:
-    array = np.asarray(value, dtype=np.float64)
+    array = _np.asarray(value, dtype=_np.float64)
     if array.size != 1:
         raise ValueError(f"{where} must return a scalar loss, got an array of shape {array.shape}")
     result = float(array.reshape(()))
-    if not np.isfinite(result):
+    if not _np.isfinite(result):
         raise FloatingPointError(f"{where} returned {result}; the gradient check needs a finite loss")
     return result
 
@@ -96,7 +116,7 @@ def _central_differences(loss_at: Callable[[], float], x: np.ndarray, flat_indic
     loss raises. Each coordinate costs two loss evaluations -- this loop is inherent to the method.
     """
     flat = x.reshape(-1)  # a view: writing to it perturbs x
-    numeric = np.empty(len(flat_indices), dtype=np.float64)
+    numeric = _np.empty(len(flat_indices), dtype=_np.float64)
     for n, j in enumerate(flat_indices):
         original = flat[j]
         try:
@@ -111,16 +131,16 @@ def _central_differences(loss_at: Callable[[], float], x: np.ndarray, flat_indic
 
 
 def _as_float64_copy(name: str, value) -> np.ndarray:
-    array = np.asarray(value)
+    array = _np.asarray(value)
     if array.dtype.type in _LOW_PRECISION:
         warnings.warn(
             f"parameter {name!r} is {array.dtype}: checking a float64 copy instead. In {array.dtype} the "
             "loss keeps ~7 significant digits, and a central difference with eps=1e-6 changes it in the "
             "6th-7th digit, so the numerical gradient would be rounding noise. Make sure your loss does "
             "not cast back to float32.", UserWarning, stacklevel=3)
-    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+    if not _np.issubdtype(array.dtype, _np.floating) and not _np.issubdtype(array.dtype, _np.integer):
         raise TypeError(f"parameter {name!r} has dtype {array.dtype}; gradients need real numbers")
-    return np.array(array, dtype=np.float64, copy=True)
+    return _np.array(array, dtype=_np.float64, copy=True)
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6,
@@ -132,9 +152,9 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, eps: flo
     indices into ``x``) only those coordinates are computed and the others are NaN.
     """
     work = _as_float64_copy("x", x)
-    flat_indices = (np.arange(work.size) if indices is None
-                    else np.asarray(indices, dtype=np.int64).ravel())
-    gradient = np.full(work.shape, np.nan)
+    flat_indices = (_np.arange(work.size) if indices is None
+                    else _np.asarray(indices, dtype=_np.int64).ravel())
+    gradient = _np.full(work.shape, _np.nan)
     gradient.reshape(-1)[flat_indices] = _central_differences(
         lambda: _loss_value(f(work), "f"), work, flat_indices, eps)
     return gradient
@@ -166,11 +186,11 @@ class ParameterCheck:
 
     @property
     def n_total(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(_np.prod(self.shape, dtype=_np.int64))
 
     @property
     def max_abs_error(self) -> float:
-        return float(np.max(np.abs(self.numeric - self.analytic), initial=0.0))
+        return float(_np.max(_np.abs(self.numeric - self.analytic), initial=0.0))
 
     def passed(self, tol: float = DEFAULT_TOLERANCE) -> bool:
         return self.relative_error < tol
@@ -178,10 +198,10 @@ class ParameterCheck:
     def hint(self) -> str | None:
         """A guess at what went wrong when the analytic gradient is a multiple of the numerical one."""
         numeric, analytic = self.numeric, self.analytic
-        if np.all(numeric == 0) and np.any(analytic != 0):
+        if _np.all(numeric == 0) and _np.any(analytic != 0):
             return ("the numerical gradient is exactly 0: does the loss read this parameter from the dict "
                     "it receives (not from a variable captured outside)?")
-        if np.all(analytic == 0) and np.any(numeric != 0):
+        if _np.all(analytic == 0) and _np.any(numeric != 0):
             return "the analytic gradient is exactly 0: is this parameter's gradient missing?"
         norm = float(numeric @ numeric)
         if norm == 0:
@@ -319,7 +339,7 @@ def check_gradients(loss_fn: Callable[[dict], float],
     if missing:
         raise KeyError(f"no analytic gradient for parameter(s) {missing}; the gradients have keys "
                        f"{list(analytic_all)}")
-    analytic_all = {name: np.asarray(analytic_all[name], dtype=np.float64) for name in work}
+    analytic_all = {name: _np.asarray(analytic_all[name], dtype=_np.float64) for name in work}
     for name, grad in analytic_all.items():
         if grad.shape != work[name].shape:
             raise ValueError(f"gradient of {name!r} has shape {grad.shape}, the parameter has {work[name].shape}")
@@ -328,16 +348,16 @@ def check_gradients(loss_fn: Callable[[dict], float],
         return _loss_value(loss_fn(work), "loss_fn")
 
     loss_at()  # fail early, with a clear message, on a loss that is not a finite scalar
-    rng = np.random.default_rng(random_state)
+    rng = _np.default_rng(random_state)
     checks = {}
     for name, x in work.items():
         size = x.size
-        flat_indices = (np.arange(size) if n_coords is None or n_coords >= size
-                        else np.sort(rng.choice(size, size=int(n_coords), replace=False)))
+        flat_indices = (_np.arange(size) if n_coords is None or n_coords >= size
+                        else _np.sort(rng.choice(size, size=int(n_coords), replace=False)))
         numeric = _central_differences(loss_at, x, flat_indices, eps)
         analytic = analytic_all[name].reshape(-1)[flat_indices]
-        order = np.argsort(-np.abs(numeric - analytic), kind="stable")[:n_worst]
-        worst = [(tuple(int(i) for i in np.unravel_index(flat_indices[j], x.shape)),
+        order = _np.argsort(-_np.abs(numeric - analytic), kind="stable")[:n_worst]
+        worst = [(tuple(int(i) for i in _np.unravel_index(flat_indices[j], x.shape)),
                   float(analytic[j]), float(numeric[j])) for j in order]
         checks[name] = ParameterCheck(name=name, shape=tuple(x.shape), indices=flat_indices, analytic=analytic,
                                       numeric=numeric, relative_error=relative_error(numeric, analytic),

@@ -1,12 +1,18 @@
 """Implicit ALS (mflib.models.als): closed form, CG, loss, chunked layout, estimator API, ML-100K quality."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import mflib
-from mflib.models import als
+from mflib.models import _als_solvers, als
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from synthetic import naive_als_spsolve, synthetic_implicit  # noqa: E402  (benchmarks/, not the library)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -45,8 +51,8 @@ def brute_force_loss(users, items, matrix, regularization, alpha) -> float:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Force many chunks and buckets split across chunks, to exercise the chunk bookkeeping."""
-    monkeypatch.setattr(als, "_CHUNK_BYTES", 8 * 4 * 7)  # 7 slots of 8 float32 factors
-    monkeypatch.setattr(als, "_CHUNK_ROWS", 3)
+    monkeypatch.setattr(_als_solvers, "_CHUNK_BYTES", 8 * 4 * 7)  # 7 slots of 8 float32 factors
+    monkeypatch.setattr(_als_solvers, "_CHUNK_ROWS", 3)
 
 
 # ---- data helpers --------------------------------------------------------------------------------------
@@ -194,7 +200,7 @@ def test_exact_solver_loss_decreases_monotonically():
 
 
 def test_loss_history_is_the_loss_of_the_fitted_factors():
-    matrix = als.synthetic_implicit(200, 150, 3000, random_state=0)
+    matrix = synthetic_implicit(200, 150, 3000, random_state=0)
     for solver in ("cg", "cholesky"):
         model = als.ALS(factors=8, regularization=2.0, iterations=4, random_state=0, solver=solver).fit(matrix)
         assert model.loss_history_[-1] == pytest.approx(
@@ -202,7 +208,7 @@ def test_loss_history_is_the_loss_of_the_fitted_factors():
 
 
 def test_cg_fit_is_close_to_exact_fit():
-    matrix = als.synthetic_implicit(300, 200, 6000, random_state=1)
+    matrix = synthetic_implicit(300, 200, 6000, random_state=1)
     kwargs = dict(factors=8, regularization=2.0, alpha=2.0, iterations=15, random_state=0)
     cg = als.ALS(**kwargs).fit(matrix).loss_history_[-1]
     exact = als.ALS(solver="cholesky", **kwargs).fit(matrix).loss_history_[-1]
@@ -210,7 +216,7 @@ def test_cg_fit_is_close_to_exact_fit():
 
 
 def test_seed_reproducibility():
-    matrix = als.synthetic_implicit(100, 80, 1500, random_state=0)
+    matrix = synthetic_implicit(100, 80, 1500, random_state=0)
     first = als.ALS(factors=8, iterations=3, random_state=42).fit(matrix)
     second = als.ALS(factors=8, iterations=3, random_state=42).fit(matrix)
     other = als.ALS(factors=8, iterations=3, random_state=43).fit(matrix)
@@ -222,8 +228,8 @@ def test_seed_reproducibility():
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
 def test_threads_do_not_change_the_result(solver, monkeypatch):
-    monkeypatch.setattr(als, "_CHUNK_BYTES", 4 * 8 * 64)  # many chunks, so that both threads get work
-    matrix = als.synthetic_implicit(300, 200, 5000, random_state=4)
+    monkeypatch.setattr(_als_solvers, "_CHUNK_BYTES", 4 * 8 * 64)  # many chunks, so that both threads get work
+    matrix = synthetic_implicit(300, 200, 5000, random_state=4)
     one = als.ALS(factors=8, iterations=3, random_state=0, solver=solver, num_threads=1).fit(matrix)
     two = als.ALS(factors=8, iterations=3, random_state=0, solver=solver, num_threads=2).fit(matrix)
     np.testing.assert_array_equal(one.user_factors, two.user_factors)
@@ -232,7 +238,7 @@ def test_threads_do_not_change_the_result(solver, monkeypatch):
 
 
 def test_fit_on_the_transposed_matrix_swaps_the_shapes():
-    matrix = als.synthetic_implicit(50, 30, 400, random_state=0)
+    matrix = synthetic_implicit(50, 30, 400, random_state=0)
     model = als.ALS(factors=5, iterations=2, random_state=0).fit(matrix)
     transposed = als.ALS(factors=5, iterations=2, random_state=0).fit(matrix.T.tocsr())
     assert model.user_factors.shape == (50, 5) and model.item_factors.shape == (30, 5)
@@ -240,7 +246,7 @@ def test_fit_on_the_transposed_matrix_swaps_the_shapes():
 
 
 def test_recommend_never_returns_liked_items_and_batch_matches_scalar():
-    matrix = als.synthetic_implicit(80, 60, 1500, random_state=2)
+    matrix = synthetic_implicit(80, 60, 1500, random_state=2)
     model = als.ALS(factors=8, regularization=1.0, iterations=5, random_state=0).fit(matrix)
     users = np.arange(80)
     ids, scores = model.recommend(users, matrix[users], N=10)
@@ -258,7 +264,7 @@ def test_recommend_never_returns_liked_items_and_batch_matches_scalar():
 
 
 def test_similar_items_and_constructor_api():
-    matrix = als.synthetic_implicit(80, 60, 1500, random_state=2)
+    matrix = synthetic_implicit(80, 60, 1500, random_state=2)
     model = mflib.ALS(factors=8, iterations=2, random_state=0)
     assert model.get_params() == dict(factors=8, regularization=model.regularization, alpha=model.alpha,
                                       iterations=2, random_state=0, show_progress=False, solver="cg", cg_steps=3,
@@ -271,7 +277,7 @@ def test_similar_items_and_constructor_api():
 
 
 def test_show_progress_draws_a_bar(capsys):
-    matrix = als.synthetic_implicit(50, 40, 300, random_state=0)
+    matrix = synthetic_implicit(50, 40, 300, random_state=0)
     als.ALS(factors=4, iterations=2, random_state=0, show_progress=True).fit(matrix)
     assert "ALS" in capsys.readouterr().err
     als.ALS(factors=4, iterations=2, random_state=0).fit(matrix)
@@ -279,10 +285,10 @@ def test_show_progress_draws_a_bar(capsys):
 
 
 def test_synthetic_implicit():
-    matrix = als.synthetic_implicit(500, 300, 8000, random_state=3)
+    matrix = synthetic_implicit(500, 300, 8000, random_state=3)
     assert matrix.shape == (500, 300) and matrix.nnz == 8000
     assert np.all(matrix.data == 1.0)
-    again = als.synthetic_implicit(500, 300, 8000, random_state=3)
+    again = synthetic_implicit(500, 300, 8000, random_state=3)
     assert (matrix != again).nnz == 0
     popularity = np.sort(np.asarray(matrix.sum(0)).ravel())[::-1]
     assert popularity[0] > 5 * np.median(popularity)  # a long tail
@@ -290,7 +296,7 @@ def test_synthetic_implicit():
 
 def test_naive_spsolve_baseline_agrees_with_the_exact_solver():
     matrix = tiny_matrix(weighted=False)
-    users, items = als.naive_als_spsolve(matrix, factors=4, regularization=0.5, alpha=2.0, iterations=3,
+    users, items = naive_als_spsolve(matrix, factors=4, regularization=0.5, alpha=2.0, iterations=3,
                                          random_state=0)
     model = als.ALS(factors=4, regularization=0.5, alpha=2.0, iterations=3, random_state=0,
                     solver="cholesky").fit(matrix)

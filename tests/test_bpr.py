@@ -333,3 +333,28 @@ def test_movielens_quality_at_default_parameters(ml100k, implicit_split_0):
     assert evaluate_similar_items(model, ml100k, train) >= 0.28
     star_wars = known_pairs(model, ml100k)["Star Wars (1977)"]
     assert all(star_wars.values()), star_wars
+
+
+@pytest.mark.parametrize("model_class", [BPR, mflib.WARP])
+def test_fit_on_a_messy_csr_leaves_it_alone_and_equals_the_canonical_fit(model_class):
+    """Unsorted and repeated column indices and explicit zeros: the fit sees the positives of the summed
+    matrix, and the caller's arrays are not touched."""
+    canonical = random_user_items(3, n_users=20, n_items=15, density=0.3)
+    rows = np.repeat(np.arange(20), np.diff(canonical.indptr))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(canonical.nnz)
+    extra_rows = rng.integers(0, 20, 10)
+    messy_rows = np.r_[rows[order], rows[:5], extra_rows]
+    messy_cols = np.r_[canonical.indices[order], canonical.indices[:5], rng.integers(0, 15, 10)]
+    messy_data = np.r_[np.ones(canonical.nnz), np.zeros(5), np.zeros(10)].astype(np.float32)
+    by_row = np.argsort(messy_rows, kind="stable")
+    messy = sp.csr_matrix((messy_data[by_row], messy_cols[by_row], np.searchsorted(messy_rows[by_row],
+                                                                                    np.arange(21))), shape=(20, 15))
+    assert not messy.has_canonical_format
+    before = [messy.data.copy(), messy.indices.copy(), messy.indptr.copy()]
+    fitted = model_class(factors=4, iterations=3, random_state=0).fit(messy)
+    reference = model_class(factors=4, iterations=3, random_state=0).fit(canonical)
+    for array, original in zip((messy.data, messy.indices, messy.indptr), before):
+        np.testing.assert_array_equal(array, original)
+    np.testing.assert_allclose(fitted.user_factors, reference.user_factors, rtol=1e-6)
+    np.testing.assert_allclose(fitted.item_factors, reference.item_factors, rtol=1e-6)

@@ -10,7 +10,7 @@ Per assignment (skipped while its files do not exist yet):
   ``tests/course_bugs/aNN_*.py`` (loses points; the failing test cell's output names the bug) and every
   ALTERNATIVE (full marks).
 
-And the student bundle (``python -m autograder.bundle``) holds no solutions, no hidden tests and no
+And the student bundle (``python -m autograder.course.bundle``) holds no solutions, no hidden tests and no
 reference model, and ``import mflib, autograder.checks`` works from it.
 
 Scores come from ``nbgrader.api.Gradebook`` (``nbgrader validate`` exits 0 even on failure).
@@ -25,7 +25,7 @@ import zipfile
 import nbformat
 import pytest
 
-from autograder.notebooks import ASSIGNMENTS, SOURCES, build_notebook, release_path, solution_path
+from autograder.course.notebooks import ASSIGNMENTS, SOURCES, build_notebook, release_path, solution_path
 from course_bugs import (ROOT, CourseDir, blank_submission, course_env, entry_label, load_corpus, normalise,
                          submission)
 
@@ -69,9 +69,9 @@ def _missing(name: str, need_release: bool = True) -> str | None:
     if not (SOURCES / f"{name}.py").exists():
         return f"course_src/{name}.py does not exist yet"
     if not solution_path(name).exists():
-        return f"solutions/{name}/{name}.ipynb is not built yet (python -m autograder.notebooks build {name})"
+        return f"solutions/{name}/{name}.ipynb is not built yet (python -m autograder.course.notebooks build {name})"
     if need_release and not release_path(name).exists():
-        return f"assignments/{name}/{name}.ipynb is not released yet (python -m autograder.notebooks release {name})"
+        return f"assignments/{name}/{name}.ipynb is not released yet (python -m autograder.course.notebooks release {name})"
     return None
 
 
@@ -86,7 +86,7 @@ def test_solution_notebook_matches_its_source(name):
     built = build_notebook(SOURCES / f"{name}.py")
     committed = nbformat.read(solution_path(name), as_version=4)
     problems = _compare_cells(built, committed, f"solutions/{name}")
-    assert not problems, (f"solutions/{name} is stale: rebuild with `python -m autograder.notebooks build "
+    assert not problems, (f"solutions/{name} is stale: rebuild with `python -m autograder.course.notebooks build "
                           f"{name}` (and release it)\n" + "\n".join(problems))
 
 
@@ -150,7 +150,7 @@ def test_assignment_autogrades(name, tmp_path):
     regenerated = course.release_notebook()
     stale = _compare_cells(regenerated, committed_release, f"assignments/{name}")
     if stale:
-        problems.append(f"assignments/{name} is stale: run `python -m autograder.notebooks release {name}`\n"
+        problems.append(f"assignments/{name} is stale: run `python -m autograder.course.notebooks release {name}`\n"
                         + "\n".join(stale))
 
     # 2. pretend students
@@ -220,7 +220,7 @@ def test_assignment_autogrades(name, tmp_path):
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from autograder.bundle import build_bundle
+    from autograder.course.bundle import build_bundle
 
     out = tmp_path_factory.mktemp("bundle")
     folder = build_bundle(out / "mf-course-student", make_zip=True)
@@ -228,7 +228,7 @@ def bundle(tmp_path_factory):
 
 
 def test_bundle_has_no_solutions(bundle):
-    from autograder.bundle import REFERENCE_MODULES
+    from autograder.course.bundle import REFERENCE_MODULES
 
     files = [p for p in bundle.rglob("*") if p.is_file()]
     names = {p.relative_to(bundle).as_posix() for p in files}

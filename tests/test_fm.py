@@ -9,6 +9,9 @@ import mflib
 from mflib.features import (AGE_LABELS, YEAR_LABELS, FeatureSpace, age_bucket, build_features,
                             cold_start_rows, item_rows, user_row, year_bucket)
 from mflib.gradcheck import check_gradients
+from mflib.models import _fm_train
+from mflib.models._fm_train import RowSparseTrainer, compact_batch
+from mflib.models._optim import adam_update_rows
 from mflib.models.fm import (DEFAULT_BLOCK_REGULARIZATION, FactorizationMachine, adam_update, fm_gradients,
                              fm_loss, fm_loss_and_gradients, fm_pairwise, fm_predict)
 
@@ -144,6 +147,181 @@ def test_adam_update_matches_the_formula():
     np.testing.assert_allclose(new_v, exp_v)
     np.testing.assert_allclose(new, expected)
     assert not np.shares_memory(new, param)
+
+
+# ---- row-sparse (lazy) training ---------------------------------------------------------------------
+def float32_problem(seed, n_rows=12, n_features=9, k=4, density=0.4):
+    w0, w, V, X, y = random_problem(seed, n_rows, n_features, k, density)
+    return (np.float32(w0), w.astype(np.float32), V.astype(np.float32), X.astype(np.float32).tocsr(),
+            y.astype(np.float32))
+
+
+def trainer_for(w0, w, V, reg_w, reg_V, optimizer="adam", num_threads=1, steps_done=0, moments=None):
+    trainer = RowSparseTrainer(w0, w.copy(), V.copy(), reg_w, reg_V, optimizer, max_batch_rows=1000,
+                               max_batch_nnz=10_000, num_threads=num_threads)
+    trainer.steps = steps_done
+    if moments is not None:
+        for name, (m, v) in moments.items():
+            trainer.moments[name] = (m.copy(), v.copy())
+    return trainer
+
+
+class OptimizerSpy:
+    """Stands in for adam_update_rows in mflib.models._fm_train: records every call, then does the update."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, param, m, v, rows, gradient, *args, **kwargs):
+        self.calls.append((param.ndim, np.array(rows), np.array(gradient)))
+        adam_update_rows(param, m, v, rows, gradient, *args, **kwargs)
+
+    def rows(self, ndim=2):
+        return [rows for n, rows, _ in self.calls if n == ndim]
+
+
+def test_adam_update_rows_is_adam_update_on_the_listed_rows():
+    rng = np.random.default_rng(0)
+    param, m = rng.normal(size=(2, 30, 5)).astype(np.float32)
+    v = rng.uniform(0.1, 1.0, (30, 5)).astype(np.float32)
+    rows = np.array([2, 3, 11, 29])
+    grad = rng.normal(size=(4, 5)).astype(np.float32)
+    expected = adam_update(param[rows], grad, m[rows], v[rows], step=7, learning_rate=0.05)
+    new_param, new_m, new_v = param.copy(), m.copy(), v.copy()
+    adam_update_rows(new_param, new_m, new_v, rows, grad, step=7, learning_rate=0.05)
+    for new, old, exp in zip((new_param, new_m, new_v), (param, m, v), expected):
+        np.testing.assert_allclose(new[rows], exp, rtol=1e-5, atol=1e-7)
+        untouched = np.setdiff1d(np.arange(30), rows)
+        np.testing.assert_array_equal(new[untouched], old[untouched])
+    with pytest.raises(ValueError, match="sorted, unique"):
+        adam_update_rows(new_param, new_m, new_v, np.array([3, 2, 11, 29]), grad, step=8, learning_rate=0.05)
+    with pytest.raises(ValueError, match="sorted, unique"):
+        adam_update_rows(new_param, new_m, new_v, np.array([2, 3, 11, 30]), grad, step=8, learning_rate=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lazy_step_is_dense_adam_restricted_to_the_touched_rows(seed):
+    """One step of the trainer = fm_gradients + adam_update on the touched rows; other rows do not move."""
+    w0, w, V, X, y = float32_problem(seed, n_rows=6, n_features=14, density=0.2)
+    rng = np.random.default_rng(seed)
+    reg_w, reg_V = rng.uniform(0.01, 0.1, 14).astype(np.float32), rng.uniform(0.01, 0.1, 14).astype(np.float32)
+    moments = {"w0": (np.asarray(np.float32(0.3)), np.asarray(np.float32(0.2))),
+               "w": (rng.normal(size=14).astype(np.float32), rng.uniform(0.1, 1, 14).astype(np.float32)),
+               "V": (rng.normal(size=V.shape).astype(np.float32), rng.uniform(0.1, 1, V.shape).astype(np.float32))}
+    trainer = trainer_for(w0, w, V, reg_w, reg_V, steps_done=4, moments=moments)
+    touched = np.unique(X.indices)
+    untouched = np.setdiff1d(np.arange(14), touched)
+    assert len(touched) >= 3 and len(untouched) >= 3, "the problem must have touched and untouched features"
+    squared_error = trainer.step(compact_batch(X, y), learning_rate=0.01)
+
+    grads = fm_gradients(np.float64(w0), w.astype(np.float64), V.astype(np.float64), X.astype(np.float64),
+                         y.astype(np.float64), reg_w.astype(np.float64), reg_V.astype(np.float64))
+    residual = fm_predict(np.float64(w0), w.astype(np.float64), V.astype(np.float64), X.astype(np.float64)) - y
+    assert squared_error == pytest.approx(float(residual @ residual), rel=1e-5)
+    for name, old, new in (("w", w, trainer.w), ("V", V, trainer.V)):
+        m, v = moments[name]
+        expected, exp_m, exp_v = adam_update(old[touched].astype(np.float64), grads[name][touched], m[touched],
+                                             v[touched], step=5, learning_rate=0.01)
+        np.testing.assert_allclose(new[touched], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(trainer.moments[name][0][touched], exp_m, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(trainer.moments[name][1][touched], exp_v, rtol=1e-4, atol=1e-7)
+        np.testing.assert_array_equal(new[untouched], old[untouched])
+        np.testing.assert_array_equal(trainer.moments[name][0][untouched], m[untouched])
+        np.testing.assert_array_equal(trainer.moments[name][1][untouched], v[untouched])
+    expected_w0 = adam_update(np.float64(w0), grads["w0"], 0.3, 0.2, step=5, learning_rate=0.01)[0]
+    assert float(trainer.w0) == pytest.approx(float(expected_w0), rel=1e-6)
+
+
+def test_duplicate_features_in_a_batch_accumulate_every_occurrence():
+    """Features shared by many rows of a batch: the gradient sums one term per row, like a loop over examples."""
+    rng = np.random.default_rng(3)
+    n_features, k = 7, 3
+    rows = [[0, 2, 5], [0, 2], [0, 3, 5], [0, 2, 6], [1, 2, 5], [0, 2]]      # 0, 2, 5 repeat
+    values = [[1.0, 0.5, 1.0], [1.0, 1.0], [1.0, 0.25, 0.5], [1.0, 1.0, 2.0], [1.0, 0.5, 1.0], [1.0, 1.0]]
+    X = sp.csr_matrix((np.concatenate(values), np.concatenate(rows), np.cumsum([0] + [len(r) for r in rows])),
+                      shape=(len(rows), n_features), dtype=np.float32)
+    y = rng.uniform(1, 5, len(rows)).astype(np.float32)
+    w0, w, V = np.float32(3.0), rng.normal(size=n_features).astype(np.float32), \
+        rng.normal(scale=0.5, size=(n_features, k)).astype(np.float32)
+    reg = np.full(n_features, 0.05, np.float32)
+    # the loop: one example at a time, one feature at a time
+    grad_V, grad_w = np.zeros((n_features, k)), np.zeros(n_features)
+    for i in range(len(rows)):
+        x = dict(zip(rows[i], values[i]))
+        s = sum(x[j] * V[j].astype(np.float64) for j in x)
+        prediction = w0 + sum(w[j] * x[j] for j in x) + 0.5 * (s @ s - sum(x[j] ** 2 * V[j] @ V[j] for j in x))
+        g = 2 * (prediction - y[i]) / len(rows)
+        for j, x_j in x.items():
+            grad_w[j] += g * x_j
+            grad_V[j] += g * (x_j * s - x_j ** 2 * V[j])
+    touched = np.unique(X.indices)
+    grad_w[touched] += 2 * reg[touched] * w[touched]
+    grad_V[touched] += 2 * reg[touched, None] * V[touched]
+
+    trainer = trainer_for(w0, w, V, reg, reg, optimizer="sgd")
+    trainer.step(compact_batch(X, y), learning_rate=1.0)                  # SGD, step 1: theta - grad
+    np.testing.assert_allclose(V - trainer.V, grad_V, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w - trainer.w, grad_w, rtol=1e-5, atol=1e-6)
+    assert np.all(trainer.V[4] == V[4]) and trainer.w[4] == w[4]          # feature 4 is in no row
+
+
+def test_a_step_only_updates_the_rows_the_batch_touches(monkeypatch):
+    """A million features, batches of 32 rows: the optimiser only ever sees the batch's features.
+
+    (A correctness test of the O(nnz(batch) x k) claim: the optimiser and the work arrays never get a
+    row count that grows with n_features.)"""
+    rng = np.random.default_rng(0)
+    n_features, n_rows, batch_size = 1_000_000, 256, 32
+    columns = np.sort(rng.choice(n_features, (n_rows, 3), replace=True), axis=1)
+    X = sp.csr_matrix((np.ones(3 * n_rows, np.float32), columns.ravel(), np.arange(0, 3 * n_rows + 1, 3)),
+                      shape=(n_rows, n_features))
+    y = rng.uniform(1, 5, n_rows)
+    spy = OptimizerSpy()
+    monkeypatch.setattr(_fm_train, "adam_update_rows", spy)
+    monkeypatch.setattr(_fm_train, "compact_batch", recorded := _Recorder(compact_batch))
+    fm = FactorizationMachine(factors=2, iterations=1, batch_size=batch_size, random_state=0).fit(X, y)
+    batches = recorded.results
+    assert len(batches) == n_rows // batch_size
+    factor_calls, linear_calls = spy.rows(2), spy.rows(1)
+    assert len(factor_calls) == len(linear_calls) == len(batches)
+    for batch, factor_rows, linear_rows in zip(batches, factor_calls, linear_calls):
+        features = np.unique(batch.args[0].indices)
+        np.testing.assert_array_equal(factor_rows, features)
+        np.testing.assert_array_equal(linear_rows, features)
+        assert len(features) <= 3 * batch_size
+    # rows no batch touched keep their initial values and zero linear weight
+    never = np.setdiff1d(np.arange(n_features), X.indices)
+    assert np.all(fm.weights[never] == 0)
+    initial = np.random.default_rng(0).standard_normal((n_features, 2), dtype=np.float32) * np.float32(0.1)
+    np.testing.assert_array_equal(fm.feature_factors[never[:1000]], initial[never[:1000]])
+
+
+class _Recorder:
+    """Wraps a function; keeps the arguments of every call (as ``.results[i].args``)."""
+
+    class Call:
+        def __init__(self, args):
+            self.args = args
+
+    def __init__(self, function):
+        self.function, self.results = function, []
+
+    def __call__(self, *args):
+        self.results.append(self.Call(args))
+        return self.function(*args)
+
+
+def test_the_model_does_not_depend_on_the_number_of_threads(monkeypatch):
+    """Forward and update blocks (made small here, so a batch has several) give the same model on 1 or 3 threads."""
+    monkeypatch.setattr(_fm_train, "ROW_BLOCK", 16)
+    monkeypatch.setattr(_fm_train, "FEATURE_BLOCK", 8)
+    X, y = synthetic_ratings(8)
+    kwargs = dict(factors=4, iterations=2, batch_size=100, random_state=3)
+    one = FactorizationMachine(num_threads=1, **kwargs).fit(X, y)
+    three = FactorizationMachine(num_threads=3, **kwargs).fit(X, y)
+    np.testing.assert_array_equal(one.feature_factors, three.feature_factors)
+    np.testing.assert_array_equal(one.weights, three.weights)
+    assert one.global_bias == three.global_bias and one.loss_history_ == three.loss_history_
 
 
 # ---- the estimator -----------------------------------------------------------------------------------

@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_fixtures.course import (  # noqa: E402
     GRADE_IDS, MAX_TOTAL, make_course, ps2_notebook, student_notebook, write)
 
-from autograder import grade as grademod  # noqa: E402
-from autograder import sandbox  # noqa: E402
-from autograder import scan as scanmod  # noqa: E402
-from autograder.submissions import discover, student_from_filename  # noqa: E402
+from autograder.grading import notebook as nbmod  # noqa: E402
+from autograder.grading import scan as scanmod  # noqa: E402
+from autograder.grading.discovery import discover, student_from_filename  # noqa: E402
+from autograder.grading.options import Options  # noqa: E402
+from autograder.grading.supervisor import grade  # noqa: E402
+from autograder.grading.users import user_pids  # noqa: E402
 
 ROOT = os.geteuid() == 0
 TIMEOUT = 5
@@ -60,7 +62,7 @@ def _sandbox_pids():
             uid = pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid
         except KeyError:
             continue
-        pids += sandbox.user_pids(uid)
+        pids += user_pids(uid)
     return pids
 
 
@@ -179,10 +181,10 @@ EXPECTED = {
 
 
 def run_grader(course, subs, out, jobs=2, **kw):
-    opts = grademod.Options(assignment="ps1", submissions=str(subs), course_dir=str(course), out_dir=str(out),
+    opts = Options(assignment="ps1", submissions=str(subs), course_dir=str(course), out_dir=str(out),
                             jobs=jobs, timeout=TIMEOUT, memory_mb=1024, output_limit_mb=1, max_procs=64,
                             user_prefix=USER_PREFIX, verbose=False, **kw)
-    return grademod.grade(opts)
+    return grade(opts)
 
 
 def read_results(out: Path) -> dict:
@@ -454,14 +456,14 @@ def test_discover_zip_with_wrapper_folder(tmp_path):
     (b'{"nbformat": 4, "cells": "nope", "metadata": {}, "nbformat_minor": 5}', "not a valid Jupyter notebook"),
 ])
 def test_load_notebook_rejects(data, message):
-    with pytest.raises(scanmod.NotebookError, match=message):
-        scanmod.load_notebook(data)
+    with pytest.raises(nbmod.NotebookError, match=message):
+        nbmod.load_notebook(data)
 
 
 def _ref():
     from grading_fixtures.course import source_notebook
     src = source_notebook()
-    return scanmod.Reference.from_notebooks("ps1", student_notebook(), src)
+    return nbmod.Reference.from_notebooks("ps1", student_notebook(), src)
 
 
 @pytest.mark.parametrize("code, kind, what", [
@@ -487,7 +489,7 @@ def _ref():
 def test_static_scan_flags(code, kind, what):
     ref = _ref()
     nb = student_notebook({"add-solution": code + "\n" + ADD})
-    findings = scanmod.scan(nb, ref, scanmod.Policy())
+    findings = scanmod.scan(nb, ref, scanmod.default_policy())
     assert any(f.kind == kind and what in f.what and f.label == "add-solution" for f in findings), findings
 
 
@@ -502,35 +504,37 @@ def test_static_scan_flags(code, kind, what):
 ])
 def test_static_scan_allows(code):
     nb = student_notebook({"add-solution": code + "\n" + ADD})
-    assert scanmod.scan(nb, _ref(), scanmod.Policy()) == []
+    assert scanmod.scan(nb, _ref(), scanmod.default_policy()) == []
 
 
 def test_runtime_guard_policy():
-    from autograder import kernel_guard as kg
+    from autograder.grading import kernel_guard as kg
+    from autograder.grading.policy import ImportPolicy
     from grading_fixtures.course import source_notebook
 
-    ref = scanmod.Reference.from_notebooks("ps1", student_notebook(), source_notebook())
-    policy = scanmod.Policy(forbid=scanmod.DEFAULT_FORBIDDEN + ["xml.dom"])
+    ref = nbmod.Reference.from_notebooks("ps1", student_notebook(), source_notebook())
+    policy = scanmod.default_policy()
+    policy.forbid.append("xml.dom")
     rt = scanmod.runtime_policy(ref, policy)
     assert "xml.dom" in rt["allow"]  # a hidden test imports it: cannot be refused at run time
-    saved = kg._forbid, kg._allow, kg._lazy
+    saved = kg._policy
     try:
-        kg._forbid, kg._allow, kg._lazy = rt["forbid"], rt["allow"] + ["mflib.models.popularity"], rt["lazy"]
+        kg._policy = ImportPolicy(rt["forbid"], rt["allow"] + ["mflib.models.popularity"], rt["lazy"])
         assert kg.is_forbidden("implicit") and kg.is_forbidden("implicit.als")
         assert kg.is_forbidden("mflib.models.als") and kg.is_forbidden("mflib.ALS")
         assert not kg.is_forbidden("mflib.models.popularity") and not kg.is_forbidden("mflib.models")
         assert not kg.is_forbidden("xml.dom.minidom") and not kg.is_forbidden("numpy")
     finally:
-        kg._forbid, kg._allow, kg._lazy = saved
+        kg._policy = saved
 
 
 def test_sanitize_restores_instructor_cells():
     ref = _ref()
     nb = student_notebook(drop=["test-add"], tests={"test-scale": "pass"})
     nb.cells[1].metadata["nbgrader"]["locked"] = False  # unlock the setup cell
-    fixed, notes = scanmod.sanitize(nb, ref)
-    ids = [scanmod.grade_id(c) for c in fixed.cells if scanmod.grade_id(c)]
-    assert ids == [scanmod.grade_id(c) for c in ref.release.cells if scanmod.grade_id(c)]
-    scale_test = next(c for c in fixed.cells if scanmod.grade_id(c) == "test-scale")
+    fixed, notes = nbmod.sanitize(nb, ref)
+    ids = [nbmod.grade_id(c) for c in fixed.cells if nbmod.grade_id(c)]
+    assert ids == [nbmod.grade_id(c) for c in ref.release.cells if nbmod.grade_id(c)]
+    scale_test = next(c for c in fixed.cells if nbmod.grade_id(c) == "test-scale")
     assert "np.allclose" in scale_test.source
     assert any("test-add" in n for n in notes) and any("setup" in n for n in notes)

@@ -49,24 +49,23 @@ training positive, ``j`` a uniformly random item that is **not** a positive of `
 rejection-sampled for the whole batch at once: draw candidates, look the pairs up in a
 :class:`PositiveLookup` (a flat boolean mask of the ``n_users * n_items`` cells when that fits in
 ``max_dense_cells`` bytes, else sorted keys ``u * n_items + i`` and ``np.searchsorted``), redraw only the
-rejected ones. An epoch is ``nnz`` triples.
+rejected ones (:mod:`mflib.models._sampling`, shared with WARP). An epoch is ``nnz`` triples.
 
 The step
 --------
 ``sgd_step`` applies ``theta <- theta - learning_rate * dL(B)/dtheta`` (plain SGD) or AdaGrad
 (Duchi et al. 2011), ``G <- G + g^2``; ``theta <- theta - learning_rate * g / (sqrt(G) + eps)``, per
-coordinate. AdaGrad is the default: with mini-batches, a popular item collects hundreds of terms in one
+coordinate, ``G`` starting at 0 (:mod:`mflib.models._optim`'s one convention, shared with WARP).
+AdaGrad is the default: with mini-batches, a popular item collects hundreds of terms in one
 batch and an unpopular one a single term; AdaGrad's per-coordinate step sizes tame the first without
 starving the second (LightFM uses it for BPR too).
 
-Quality and speed (ML-100K, the protocol of :mod:`mflib.evaluation`, default hyper-parameters)
--------------------------------------------------------------------------------------------------
-Averaged over split seeds 0, 1, 2: NDCG@10 0.303, precision@10 0.225, genre Jaccard@10 of similar items
-0.314, Star Wars -> Empire Strikes Back and Return of the Jedi on every seed (popularity: NDCG@10 0.154
-on split 0; implicit 0.7's BPR, 64 factors and its other defaults: 0.216). The defaults (64 factors,
-AdaGrad, learning rate 0.1, lambda 0.02, 100 epochs, batches of 16384 triples) come from a grid over
-factors, learning rate, lambda, epochs and batch size; with AdaGrad, quality is flat in the batch size
-from 1024 to 16384.
+Defaults and speed
+------------------
+The defaults (64 factors, AdaGrad, learning rate 0.1, lambda 0.02, 100 epochs, batches of 16384 triples)
+come from a grid over factors, learning rate, lambda, epochs and batch size on ML-100K (the protocol of
+:mod:`mflib.evaluation`); with AdaGrad, quality is flat in the batch size from 1024 to 16384. What they
+reach next to popularity and implicit's BPR is measured by ``python benchmarks/bench.py`` (README table).
 
 An epoch is ~8 passes over ``(nnz, k)`` arrays (gathers into pre-allocated buffers, one ``einsum``, two
 sparse scatter products) plus a few passes over the parameter matrices per batch: a few milliseconds on
@@ -75,101 +74,31 @@ ML-100K with one BLAS thread, the same order as implicit's compiled BPR on one t
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import expit
 
+from ._optim import adagrad_accumulators, adagrad_update, as_index, scatter_add, sgd_update, triple_occurrences, \
+    triple_penalty
+from ._sampling import PositiveLookup, sample_negatives, sample_positive_pairs
 from .base import FactorModel, check_user_items, progress
 
 __all__ = ["BPR", "PositiveLookup", "Workspace", "bpr_difference", "bpr_loss", "bpr_gradients",
            "bpr_loss_and_gradients", "sample_negatives", "sample_triples", "sgd_step"]
 
-_ADAGRAD_EPS = 1e-8
 
-
-# ---- negative sampling ---------------------------------------------------------------------------------
-class PositiveLookup:
-    """Vectorised membership test "is ``(u, i)`` a positive?" for a users x items matrix.
-
-    ``contains(users, items)`` returns a boolean array. Two layouts, same answers:
-
-    * dense: a flat boolean mask of the ``n_users * n_items`` cells, ``mask[u * n_items + i]`` (one byte
-      per cell; used when there are at most ``max_dense_cells`` cells: ML-100K needs 1.6 MB, ML-1M 22 MB);
-    * sparse: the sorted keys ``u * n_items + i`` of the positives; a pair is a positive iff
-      ``keys[searchsorted(keys, key)] == key`` (``O(log nnz)`` per query, memory ``8 nnz`` bytes).
-    """
-
-    def __init__(self, user_items, max_dense_cells: int = 1 << 26):
-        matrix = sp.csr_matrix(user_items)
-        matrix.eliminate_zeros()
-        matrix.sum_duplicates()  # canonical: sorted indices, no duplicates
-        self.n_users, self.n_items = matrix.shape
-        self.counts = np.diff(matrix.indptr)
-        self.full_users = np.flatnonzero(self.counts >= self.n_items)  # users without any negative
-        rows = np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
-        keys = rows * self.n_items + matrix.indices  # sorted: rows ascend, columns ascend within a row
-        self.dense = self.n_users * self.n_items <= max_dense_cells
-        if self.dense:
-            self._mask = np.zeros(self.n_users * self.n_items, dtype=bool)
-            self._mask[keys] = True
-        else:
-            self._keys = keys
-
-    def contains(self, users, items) -> np.ndarray:
-        """``True`` where ``items[k]`` is a positive of ``users[k]``."""
-        keys = np.asarray(users, dtype=np.int64) * self.n_items + np.asarray(items, dtype=np.int64)
-        if self.dense:
-            return self._mask[keys]
-        if len(self._keys) == 0:
-            return np.zeros(keys.shape, dtype=bool)
-        where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        return self._keys[where] == keys
-
-
-def sample_negatives(user_items, users, rng, lookup: PositiveLookup | None = None, dtype=np.int64) -> np.ndarray:
-    """One uniformly random non-positive item per entry of ``users`` (an integer array of ``dtype``).
-
-    Vectorised rejection sampling: draw ``j ~ U{0, .., n_items - 1}`` for every user at once, then redraw
-    only the draws that hit a positive of their user, until none does. Each redraw keeps the
-    distribution uniform over the user's non-positives. ``lookup`` (a :class:`PositiveLookup` of
-    ``user_items``) saves rebuilding it on every call; a user whose row is full (no negative exists)
-    raises ``ValueError``.
-    """
+# ---- sampling (the positives and the negatives come from mflib.models._sampling) -------------------------
+def sample_triples(user_items, n, rng, lookup: PositiveLookup | None = None):
+    """``n`` LearnBPR triples ``(users, positives, negatives)``: ``(u, i)`` a uniformly random positive of
+    ``user_items`` (with replacement), ``j`` a uniformly random non-positive of ``u`` (:func:`sample_negatives`)."""
     if lookup is None:
         lookup = PositiveLookup(user_items)
-    users = np.asarray(users)
-    if len(lookup.full_users) and users.size and np.any(lookup.counts[users] >= lookup.n_items):
-        full = np.unique(users[lookup.counts[users] >= lookup.n_items])
-        raise ValueError(f"user(s) {full[:5].tolist()} have every item as a positive: no negative to sample")
-    negatives = rng.integers(0, lookup.n_items, size=users.shape, dtype=dtype)
-    redraw = np.flatnonzero(lookup.contains(users, negatives))
-    while redraw.size:
-        negatives[redraw] = rng.integers(0, lookup.n_items, size=redraw.size, dtype=dtype)
-        redraw = redraw[lookup.contains(users[redraw], negatives[redraw])]
-    return negatives
-
-
-def sample_triples(user_items, n, rng, lookup: PositiveLookup | None = None):
-    """``n`` LearnBPR triples ``(users, positives, negatives)``: ``(u, i)`` a uniformly random stored entry
-    of ``user_items`` (with replacement), ``j`` from :func:`sample_negatives`."""
-    matrix = sp.csr_matrix(user_items)
-    if lookup is None:
-        lookup = PositiveLookup(matrix)
-    picks = rng.integers(0, matrix.nnz, size=n, dtype=np.int64)
-    users = np.searchsorted(matrix.indptr, picks, side="right") - 1
-    positives = matrix.indices[picks].astype(np.int64)
-    return users, positives, sample_negatives(matrix, users, rng, lookup)
+    users, positives = sample_positive_pairs(lookup, n, rng)
+    return users, positives, sample_negatives(None, users, rng, lookup)
 
 
 # ---- the model as pure functions of (parameters, batch) ----------------------------------------------
-def _as_index(array) -> np.ndarray:
-    """A 1-D integer index array: int32 / int64 kept as they are (no copy), anything else as int64."""
-    array = np.asarray(array).ravel()
-    return array if array.dtype in (np.int32, np.int64) else array.astype(np.int64)
-
-
 def bpr_difference(user_factors, item_factors, item_bias, users, positives, negatives) -> np.ndarray:
     """``x_uij = p_u . (q_i - q_j) + b_i - b_j`` for each triple (``item_bias=None``: no bias terms)."""
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     difference = item_factors[positives] - item_factors[negatives]
     x = np.einsum("bk,bk->b", user_factors[users], difference)
     if item_bias is not None:
@@ -184,24 +113,6 @@ def _neg_log_sigmoid_sum(x) -> float:
                  + np.sum(np.maximum(-x, 0), dtype=np.float64))
 
 
-def _occurrences(users, positives, negatives, n_users, n_items):
-    """``(n_u, n_t)``: how often each user, and each item (as positive or as negative), occurs in the batch."""
-    user_counts = np.bincount(users, minlength=n_users)
-    item_counts = np.bincount(positives, minlength=n_items) + np.bincount(negatives, minlength=n_items)
-    return user_counts, item_counts
-
-
-def _penalty(user_factors, item_factors, item_bias, user_counts, item_counts) -> float:
-    """``sum over triples of ||p_u||^2 + ||q_i||^2 + ||q_j||^2 (+ b_i^2 + b_j^2)``
-    ``= sum_u n_u ||p_u||^2 + sum_t n_t (||q_t||^2 + b_t^2)``: row norms of the parameter matrices weighted by
-    the occurrence counts (cheaper than gathering the rows of every triple)."""
-    total = (user_counts @ np.einsum("ij,ij->i", user_factors, user_factors)
-             + item_counts @ np.einsum("ij,ij->i", item_factors, item_factors))
-    if item_bias is not None:
-        total += item_counts @ np.square(item_bias)
-    return float(total)
-
-
 def bpr_loss(user_factors, item_factors, item_bias, users, positives, negatives, regularization) -> float:
     """BPR-Opt on a batch of triples (a sum, not a mean)::
 
@@ -209,10 +120,10 @@ def bpr_loss(user_factors, item_factors, item_bias, users, positives, negatives,
 
     ``-ln sigma(x) = ln(1 + e^-x)`` is computed without overflow as ``max(-x, 0) + log1p(e^-|x|)``.
     """
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     x = bpr_difference(user_factors, item_factors, item_bias, users, positives, negatives)
-    counts = _occurrences(users, positives, negatives, len(user_factors), len(item_factors))
-    penalty = _penalty(user_factors, item_factors, item_bias, *counts)
+    counts = triple_occurrences(users, positives, negatives, len(user_factors), len(item_factors))
+    penalty = triple_penalty(user_factors, item_factors, item_bias, *counts)
     return _neg_log_sigmoid_sum(x) + 0.5 * regularization * penalty
 
 
@@ -240,21 +151,12 @@ def _gather(matrix, index, out):
 
 
 def _scatter_rows(index, weights, rows, n, workspace: Workspace | None = None) -> np.ndarray:
-    """``out[r] = sum_{b: index[b] = r} weights[b] * rows[b]`` for ``r < n``: one sparse product.
-
-    ``S`` (``n x B``, CSC) has ``weights[b]`` at ``(index[b], b)``; ``S @ rows`` adds the weighted rows of a
-    repeated index together (what ``np.add.at`` does, ~30x faster). ``index`` may hold several entries
-    per row of ``rows``: ``len(index) = m * len(rows)`` puts ``m`` consecutive entries in each column.
-    """
-    batch = len(rows)
-    per_column = len(index) // batch if batch else 1
+    """:func:`mflib.models._optim.scatter_add` (``out[r] = sum_{e: index[e] = r} weights[e] rows[e // m]``),
+    with the workspace's precomputed column pointers and no index check inside the training loop."""
+    per_row = len(index) // len(rows) if len(rows) else 1
     if workspace is not None and index.dtype == np.int32:
-        indptr = workspace.indptr[per_column][:batch + 1]
-    else:
-        indptr = np.arange(0, len(index) + 1, per_column, dtype=index.dtype)
-    # built as the CSR of S^T (B x n): its transpose is S in CSC form, without a copy
-    scatter = sp.csr_matrix((weights, index, indptr), shape=(batch, n)).T
-    return np.asarray(scatter @ rows)
+        return scatter_add(index, rows, n, weights, indptr=workspace.indptr[per_row], check=False)
+    return scatter_add(index, rows, n, weights)
 
 
 def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positives, negatives, regularization,
@@ -273,7 +175,7 @@ def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positiv
     ``loss`` is None when ``compute_loss`` is False. ``workspace`` (training only: it skips index checks)
     holds the per-triple buffers.
     """
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     n_users, n_items = len(user_factors), len(item_factors)
     batch = len(users)
     ws = workspace
@@ -286,7 +188,7 @@ def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positiv
     weight = expit(-x)
     np.negative(weight, out=weight)                                        # d(-ln sigma(x))/dx = -sigma(-x)
 
-    user_counts, item_counts = _occurrences(users, positives, negatives, n_users, n_items)
+    user_counts, item_counts = triple_occurrences(users, positives, negatives, n_users, n_items)
     user_decay = (regularization * user_counts).astype(user_factors.dtype)[:, None]
     item_decay = (regularization * item_counts).astype(item_factors.dtype)
 
@@ -307,7 +209,7 @@ def bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positiv
 
     loss = None
     if compute_loss:
-        penalty = _penalty(user_factors, item_factors, item_bias, user_counts, item_counts)
+        penalty = triple_penalty(user_factors, item_factors, item_bias, user_counts, item_counts)
         loss = _neg_log_sigmoid_sum(x) + 0.5 * regularization * penalty
     return loss, gradients
 
@@ -326,27 +228,24 @@ def sgd_step(user_factors, item_factors, item_bias, users, positives, negatives,
     """One step on a batch of triples, **in place**; returns the batch loss *before* the step.
 
     Plain SGD (``accumulators=None``)::   theta <- theta - learning_rate * dL(B)/dtheta
-    AdaGrad (``accumulators`` = a dict of zero arrays shaped like the parameters, same keys as the
+    AdaGrad (``accumulators`` = a dict of arrays ``G`` shaped like the parameters, same keys as the
     gradients, updated in place)::        G <- G + g^2;  theta <- theta - learning_rate * g / (sqrt(G) + eps)
+
+    (:mod:`mflib.models._optim`'s one convention; ``fit`` starts ``G`` at 1 with
+    :func:`~mflib.models._optim.adagrad_accumulators`.)
 
     All gradients are taken at the parameters before the step.
     """
     loss, gradients = bpr_loss_and_gradients(user_factors, item_factors, item_bias, users, positives,
                                              negatives, regularization, workspace=workspace)
-    params = {"user_factors": user_factors, "item_factors": item_factors}
-    if item_bias is not None:
-        params["item_bias"] = item_bias
+    params = {"user_factors": user_factors, "item_factors": item_factors, "item_bias": item_bias}
     for name, param in params.items():
-        gradient = gradients[name]
-        if accumulators is not None:                 # g <- g / (sqrt(G) + eps), all in place
-            accumulator = accumulators[name]
-            scale = np.square(gradient)
-            accumulator += scale
-            np.sqrt(accumulator, out=scale)
-            scale += _ADAGRAD_EPS
-            gradient /= scale
-        gradient *= learning_rate
-        param -= gradient
+        if param is None:
+            continue
+        if accumulators is None:
+            sgd_update(param, gradients[name], learning_rate)
+        else:
+            adagrad_update(param, gradients[name], accumulators[name], learning_rate)
     return loss
 
 
@@ -389,16 +288,7 @@ class BPR(FactorModel):
     def __init__(self, factors: int = 64, learning_rate: float = 0.1, regularization: float = 0.02,
                  iterations: int = 100, batch_size: int = 16384, optimizer: str = "adagrad",
                  use_bias: bool = True, init_std: float = 0.0125, random_state=None, show_progress: bool = False):
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.use_bias = use_bias
-        self.init_std = init_std
-        self.random_state = random_state
-        self.show_progress = show_progress
+        self._set_init_params(locals())
 
     def fit(self, user_items, show_progress: bool | None = None):
         """Learn from a users x items CSR of positives (any stored non-zero); returns ``self``."""
@@ -407,27 +297,19 @@ class BPR(FactorModel):
         if self.factors < 1 or self.batch_size < 1 or self.iterations < 0:
             raise ValueError("factors and batch_size must be >= 1, iterations >= 0")
         matrix = check_user_items(user_items)
-        matrix.eliminate_zeros()
         n_users, n_items = matrix.shape
-        lookup = PositiveLookup(matrix)
+        lookup = PositiveLookup(matrix)  # the positives: stored non-zeros, on a canonical copy
         # users who liked every item have no negative: leave their positives out of the sampling
         trainable = np.repeat(lookup.counts < n_items, lookup.counts)
         index_dtype = np.int32 if max(n_users, n_items) < 2**31 else np.int64  # half the memory traffic
-        pair_users = np.repeat(np.arange(n_users, dtype=index_dtype), lookup.counts)[trainable]
-        pair_items = matrix.indices.astype(index_dtype)[trainable]
+        pair_users = lookup.users.astype(index_dtype)[trainable]
+        pair_items = lookup.items.astype(index_dtype)[trainable]
         if len(pair_users) == 0:
             raise ValueError("user_items has no positive with a possible negative: nothing to learn")
 
         rng = np.random.default_rng(self.random_state)
-        self.user_factors = rng.normal(0.0, self.init_std, (n_users, self.factors)).astype(np.float32)
-        self.item_factors = rng.normal(0.0, self.init_std, (n_items, self.factors)).astype(np.float32)
-        self.item_bias = np.zeros(n_items, dtype=np.float32) if self.use_bias else None
-        accumulators = None
-        if self.optimizer == "adagrad":
-            accumulators = {"user_factors": np.zeros_like(self.user_factors),
-                            "item_factors": np.zeros_like(self.item_factors)}
-            if self.use_bias:
-                accumulators["item_bias"] = np.zeros_like(self.item_bias)
+        self._init_factors(rng, n_users, n_items, self.init_std, item_bias=self.use_bias)
+        accumulators = adagrad_accumulators(self._factor_parameters()) if self.optimizer == "adagrad" else None
         self.loss_history_ = []
 
         n_samples = len(pair_users)

@@ -1,4 +1,4 @@
-"""Second-order factorization machine (Rendle 2010) for explicit ratings, trained by mini-batch Adam.
+"""Second-order factorization machine (Rendle 2010) for explicit ratings, trained by row-sparse mini-batch Adam.
 
 The model
 ---------
@@ -31,9 +31,9 @@ On a batch B of examples (the whole training set, or one mini-batch)::
 
 ``w0`` is not penalised. ``lambda_w`` and ``lambda_V`` are scalars or one value per feature (per-block
 regularisation: a feature's block decides its lambda). The penalty is the Gaussian prior of MAP
-estimation (the one Bayesian FM puts on the same parameters) and is applied in full at every step;
-the mean keeps one learning rate good for any batch size. On ML-100K this global penalty beat the
-"once per occurrence" penalty of classic SGD MF (our sweeps on split 0: test RMSE 0.897 vs 0.907 at best).
+estimation (the one Bayesian FM puts on the same parameters); the mean keeps one learning rate good for
+any batch size. :func:`fm_loss` and :func:`fm_gradients` are this loss and its gradient, as the course
+notebook 05 derives them.
 
 The gradients (of L exactly as written)
 ---------------------------------------
@@ -53,13 +53,23 @@ squared error w.r.t. ``y_hat(x_i)``), since::
 with every sum over examples done by a sparse product with ``X^T`` (no Python loop over rows): the
 contributions of a feature that occurs in several rows of the batch accumulate exactly.
 
-Training
---------
-Mini-batches of ``batch_size`` rows (reshuffled every epoch), Adam (Kingma & Ba 2015) on every
-parameter array with a learning rate multiplied by ``learning_rate_decay`` after each epoch: Adam's
-per-coordinate step size copes with features as rare as one user and as frequent as "gender=M", which
-defeats a single SGD learning rate. Optional early stopping on a validation fold carved from the
-training rows.
+Training: row-sparse (lazy) Adam
+--------------------------------
+:meth:`FactorizationMachine.fit` cuts the shuffled training rows into mini-batches of ``batch_size`` rows
+and, for each, computes the rows of the gradient above that belong to the features the batch *touches*
+(appear in one of its rows), and updates only those rows of ``w`` and ``V`` (:mod:`mflib.models._fm_train`):
+a step costs O(nnz(batch) x k), not O(n_features x k), which is what lets the model train on tens of
+millions of ratings and hundreds of thousands of users. The update is lazy Adam (Kingma & Ba 2015, as
+``torch.optim.SparseAdam``; the formula is in :mod:`mflib.models._optim`): the touched rows take an Adam
+step with the global step count; the other rows, and their Adam moments, do not move. Consequently the L2
+term acts on the touched rows only, once per step that touches them (the usual convention for sparse
+regularisation): a rarely seen feature is shrunk less often than a frequent one. Adam's per-coordinate step
+size copes with features as rare as one user and as frequent as "gender=M", which defeats a single SGD
+learning rate. The learning rate is multiplied by ``learning_rate_decay`` after each epoch; optional early
+stopping on a validation fold carved from the training rows.
+
+:func:`adam_update` (dense Adam on a whole array, what the notebook's students write) is re-exported here
+from :mod:`mflib.models._optim`.
 
 Usage::
 
@@ -71,14 +81,13 @@ Usage::
 """
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-
 import numpy as np
 import scipy.sparse as sp
 
 from ..features import FIELDS
-from .base import FactorModel, progress
+from ._fm_train import RowSparseTrainer
+from ._optim import adam_update
+from .base import EstimatorMixin, progress
 
 __all__ = ["FactorizationMachine", "fm_pairwise", "fm_predict", "fm_loss", "fm_gradients",
            "fm_loss_and_gradients", "adam_update", "DEFAULT_BLOCK_REGULARIZATION"]
@@ -167,25 +176,8 @@ def fm_gradients(w0, w, V, X, y, reg_w=0.0, reg_V=0.0) -> dict[str, np.ndarray]:
     return fm_loss_and_gradients(w0, w, V, X, y, reg_w, reg_V)[1]
 
 
-def adam_update(param, grad, m, v, step, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8):
-    """One Adam step on one parameter array; returns the new ``(param, m, v)`` (inputs untouched).
-
-    ``step`` counts from 1::
-
-        m      <- beta1 m + (1 - beta1) grad              (running mean of the gradient)
-        v      <- beta2 v + (1 - beta2) grad^2            (running mean of its square)
-        m_hat  =  m / (1 - beta1^step),  v_hat = v / (1 - beta2^step)     (bias corrections)
-        param  <- param - learning_rate * m_hat / (sqrt(v_hat) + eps)
-    """
-    m = beta1 * m + (1 - beta1) * grad
-    v = beta2 * v + (1 - beta2) * grad * grad
-    m_hat = m / (1 - beta1 ** step)
-    v_hat = v / (1 - beta2 ** step)
-    return param - learning_rate * m_hat / (np.sqrt(v_hat) + eps), m, v
-
-
 # ---- the estimator ------------------------------------------------------------------------------------
-class FactorizationMachine:
+class FactorizationMachine(EstimatorMixin):
     """Second-order factorization machine for ratings: ``y_hat(x) = w0 + w.x + sum_{j<l} <v_j, v_l> x_j x_l``.
 
     Parameters
@@ -205,10 +197,13 @@ class FactorizationMachine:
     iterations : int
         Epochs (passes over the shuffled training rows).
     batch_size : int
-        Rows per Adam step.
+        Rows per step. A step costs O(batch_size x nnz per row x k); larger batches mean fewer, cheaper
+        updates per rating (a feature that occurs several times in a batch is updated once), useful on
+        tens of millions of ratings.
     learning_rate_decay : float
         The learning rate is multiplied by this after every epoch (1.0: constant).
     optimizer : "adam" or "sgd"
+        Lazy (row-sparse) Adam, or plain SGD on the same rows (module docstring).
     init_std : float
         ``V`` starts as ``N(0, init_std^2)``; ``w = 0``; ``w0`` = the mean training target.
     rating_scale : (float, float) or None
@@ -220,6 +215,9 @@ class FactorizationMachine:
     validation_fraction, n_iter_no_change : see ``early_stopping``.
     random_state : int, numpy Generator or None
         Seeds the initialisation, the shuffles and the validation fold.
+    num_threads : int
+        Threads for the forward blocks and the updates of one step, plus one that prepares the next batch
+        (0: all cores). The fitted model is the same for any value (:mod:`mflib.models._fm_train`).
     show_progress : bool
         A tqdm bar over epochs.
 
@@ -233,8 +231,9 @@ class FactorizationMachine:
         ``V``, one factor row per feature (also ``V_``). Named so because ``factors`` is the
         hyper-parameter ``k``, as in the other mflib models.
     loss_history_ : list of float
-        The training loss :func:`fm_loss` per epoch, averaged over the epoch's mini-batches (each
-        measured before its step).
+        Per epoch: the mean squared error of the epoch's mini-batches (each measured before its step) plus
+        the L2 penalty of the whole parameter arrays at the end of the epoch, i.e. :func:`fm_loss` with the
+        data term averaged along the epoch.
     validation_history_ : list of float
         Validation RMSE per epoch (only with ``early_stopping``).
     best_iteration_ : int
@@ -243,11 +242,11 @@ class FactorizationMachine:
         The per-feature penalties actually used.
     n_features_in_ : int
 
-    Quality (ML-100K, ``mflib.evaluation.explicit_split`` seeds 0, 1, 2, default hyper-parameters, all
-    side features of :func:`mflib.features.build_features`, ``feature_space`` passed): test RMSE
-    0.8968 / 0.8993 / 0.9000, mean 0.899; user + item blocks only (biased MF): mean 0.908. A fit takes
-    about 2.5 s of CPU (20 epochs of 0.12 s, one core).
+    Quality and speed: ``python -m benchmarks.bench`` measures the ML-100K test RMSE (seeds 0, 1, 2, all
+    side features); ``python -m benchmarks.seed_scale`` the epoch time on ml-latest-sized data.
     """
+
+    _fitted_attributes = ("global_bias", "weights", "feature_factors")
 
     def __init__(self, factors: int = 10, learning_rate: float = 0.01, regularization: float = 2e-4,
                  linear_regularization: float = 1e-5, block_regularization: dict | None = None,
@@ -255,7 +254,7 @@ class FactorizationMachine:
                  optimizer: str = "adam", init_std: float = 0.1,
                  rating_scale: tuple[float, float] | None = (1.0, 5.0), early_stopping: bool = False,
                  validation_fraction: float = 0.1, n_iter_no_change: int = 3, random_state=None,
-                 show_progress: bool = False):
+                 num_threads: int = 1, show_progress: bool = False):
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -271,28 +270,12 @@ class FactorizationMachine:
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
+        self.num_threads = num_threads
         self.show_progress = show_progress
 
     global_bias: float | None = None
     weights: np.ndarray | None = None
     feature_factors: np.ndarray | None = None
-
-    # scikit-learn style helpers and pickling, shared with the factor models
-    get_params = FactorModel.get_params
-    __repr__ = FactorModel.__repr__
-
-    def save(self, path: str | Path) -> None:
-        """Pickle the fitted model (hyper-parameters and learned arrays)."""
-        with open(path, "wb") as fh:
-            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "FactorizationMachine":
-        with open(path, "rb") as fh:
-            model = pickle.load(fh)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
     # the formula's names
     @property
@@ -326,13 +309,8 @@ class FactorizationMachine:
                     reg_V[block.slice()] = blocks[block.name]
         return reg_w, reg_V
 
-    def fit(self, X, y, feature_space=None) -> "FactorizationMachine":
-        """Learn ``w0, w, V`` from feature rows ``X`` (sparse, n_examples x n_features) and targets ``y``.
-
-        ``feature_space`` (from :func:`mflib.features.build_features`) enables the per-block
-        regularisation of ``block_regularization``. Returns ``self``.
-        """
-        X = _csr(X).astype(np.float32)
+    def _check_fit_inputs(self, X, y) -> tuple[sp.csr_matrix, np.ndarray]:
+        X = _csr(X).astype(np.float32, copy=False)
         y = np.asarray(y, dtype=np.float32).ravel()
         if X.shape[0] != len(y):
             raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} targets")
@@ -344,6 +322,15 @@ class FactorizationMachine:
             raise ValueError("factors and batch_size must be >= 1, iterations >= 0")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        return X, y
+
+    def fit(self, X, y, feature_space=None) -> "FactorizationMachine":
+        """Learn ``w0, w, V`` from feature rows ``X`` (sparse, n_examples x n_features) and targets ``y``.
+
+        ``feature_space`` (from :func:`mflib.features.build_features`) enables the per-block
+        regularisation of ``block_regularization``. Returns ``self``.
+        """
+        X, y = self._check_fit_inputs(X, y)
         rng = np.random.default_rng(self.random_state)
         n_features = X.shape[1]
         reg_w, reg_V = self._penalties(n_features, feature_space)
@@ -357,55 +344,50 @@ class FactorizationMachine:
             validation = (X[order[:n_val]], y[order[:n_val]])
             X, y = X[order[n_val:]], y[order[n_val:]]
 
-        params = {"w0": np.asarray(y.mean(), dtype=np.float32),
-                  "w": np.zeros(n_features, dtype=np.float32),
-                  "V": rng.normal(0.0, self.init_std, (n_features, self.factors)).astype(np.float32)}
-        moments = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in params.items()}
+        V = rng.standard_normal((n_features, self.factors), dtype=np.float32)
+        V *= np.float32(self.init_std)
+        batch_size = min(self.batch_size, len(y))
+        trainer = RowSparseTrainer(y.mean(), np.zeros(n_features, dtype=np.float32), V, reg_w, reg_V,
+                                   self.optimizer, max_batch_rows=batch_size,
+                                   max_batch_nnz=batch_size * int(np.diff(X.indptr).max()),
+                                   num_threads=self.num_threads)
         self.loss_history_, self.validation_history_ = [], []
         self.regularization_w_, self.regularization_V_ = reg_w, reg_V
         self.n_features_in_ = n_features
-        best = (np.inf, params, 0)
-        learning_rate, step, stale = float(self.learning_rate), 0, 0
-        n = len(y)
-        for epoch in progress(range(self.iterations), self.show_progress, desc="FM", unit="epoch"):
-            order = rng.permutation(n)
-            X_epoch, y_epoch = X[order], y[order]     # one shuffle; batches are cheap row slices of CSR
-            epoch_loss = 0.0
-            for start in range(0, n, self.batch_size):
-                batch = slice(start, start + self.batch_size)
-                loss, grads = fm_loss_and_gradients(params["w0"], params["w"], params["V"], X_epoch[batch],
-                                                    y_epoch[batch], reg_w, reg_V)
-                epoch_loss += loss * len(y_epoch[batch])
-                step += 1
-                for name in params:
-                    if self.optimizer == "adam":
-                        m, v = moments[name]
-                        params[name], m, v = adam_update(params[name], grads[name], m, v, step, learning_rate)
-                        moments[name] = (m, v)
+        best = (np.inf, None, 0)
+        learning_rate, stale = float(self.learning_rate), 0
+        try:
+            for epoch in progress(range(self.iterations), self.show_progress, desc="FM", unit="epoch"):
+                squared_error = 0.0
+                for batch in trainer.batches(X, y, rng.permutation(len(y)), batch_size):
+                    squared_error += trainer.step(batch, learning_rate)
+                penalty = float(reg_w @ np.square(trainer.w)) + float(reg_V @ np.einsum("ij,ij->i", V, V))
+                epoch_loss = squared_error / len(y) + penalty
+                if not np.isfinite(epoch_loss):
+                    raise FloatingPointError(f"FM training diverged at epoch {epoch + 1} (loss {epoch_loss}); "
+                                             "lower learning_rate")
+                self.loss_history_.append(epoch_loss)
+                learning_rate *= self.learning_rate_decay
+                if validation is not None:
+                    prediction = self._clip(fm_predict(trainer.w0, trainer.w, V, validation[0]))
+                    rmse = float(np.sqrt(np.mean((prediction - validation[1]) ** 2)))
+                    self.validation_history_.append(rmse)
+                    if rmse < best[0]:
+                        best, stale = (rmse, (trainer.w0.copy(), trainer.w.copy(), V.copy()), epoch + 1), 0
                     else:
-                        params[name] = params[name] - learning_rate * grads[name]
-            if not np.isfinite(epoch_loss):
-                raise FloatingPointError(f"FM training diverged at epoch {epoch + 1} (loss {epoch_loss}); "
-                                         "lower learning_rate")
-            self.loss_history_.append(epoch_loss / n)
-            learning_rate *= self.learning_rate_decay
-            if validation is not None:
-                prediction = self._clip(fm_predict(params["w0"], params["w"], params["V"], validation[0]))
-                rmse = float(np.sqrt(np.mean((prediction - validation[1]) ** 2)))
-                self.validation_history_.append(rmse)
-                if rmse < best[0]:
-                    best, stale = (rmse, dict(params), epoch + 1), 0
-                else:
-                    stale += 1
-                    if stale >= self.n_iter_no_change:
-                        break
+                        stale += 1
+                        if stale >= self.n_iter_no_change:
+                            break
+        finally:
+            trainer.close()
+        w0, w = trainer.w0, trainer.w
         if validation is not None and best[2] > 0:
-            params, self.best_iteration_ = best[1], best[2]
+            (w0, w, V), self.best_iteration_ = best[1], best[2]
         else:
             self.best_iteration_ = len(self.loss_history_)
-        self.global_bias = float(params["w0"])
-        self.weights = params["w"].astype(np.float32)
-        self.feature_factors = params["V"].astype(np.float32)
+        self.global_bias = float(w0)
+        self.weights = w
+        self.feature_factors = V
         return self
 
     # ---- prediction ----------------------------------------------------------------------------------
@@ -422,6 +404,6 @@ class FactorizationMachine:
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}: "
                              "build test rows with the same fields (mflib.features.build_features)")
-        X = X.astype(np.float32)
+        X = X.astype(np.float32, copy=False)
         prediction = fm_predict(np.float32(self.global_bias), self.weights, self.feature_factors, X)
         return self._clip(prediction).astype(np.float32)

@@ -231,6 +231,7 @@ class SVD(FactorModel):
         self.show_progress = show_progress
         self.rating_scale = rating_scale
 
+    _fitted_attributes = ("global_mean", "user_bias", "item_bias", "user_factors", "item_factors")
     global_mean: float | None = None
     user_bias: np.ndarray | None = None
 
@@ -255,9 +256,7 @@ class SVD(FactorModel):
 
         self.global_mean = float(ratings.mean())
         self.user_bias = np.zeros(n_users, dtype=np.float32)
-        self.item_bias = np.zeros(n_items, dtype=np.float32)
-        self.user_factors = rng.normal(0.0, self.init_std, (n_users, self.factors)).astype(np.float32)
-        self.item_factors = rng.normal(0.0, self.init_std, (n_items, self.factors)).astype(np.float32)
+        self._init_factors(rng, n_users, n_items, self.init_std, item_bias=True)
         self.loss_history_ = []
 
         n_ratings = len(ratings)

@@ -74,19 +74,25 @@ The optimiser: mini-batch AdaGrad, vectorised
 LightFM takes one SGD step per positive, in Cython. In numpy we take ``batch_size`` positives at once:
 draw a ``(batch, max_sampled)`` matrix of candidate negatives, score them with one batched product, find
 the first violator of each row with ``argmax`` on a boolean matrix, and take one summed step for the rows
-that found one. Per-coordinate AdaGrad (Duchi, Hazan & Singer 2011; LightFM's default)::
+that found one. Per-coordinate AdaGrad (Duchi, Hazan & Singer 2011; LightFM's default), in
+:mod:`mflib.models._optim`'s one convention::
 
-    G <- G + g^2,      theta <- theta - learning_rate * g / sqrt(G)       (G starts at 1)
+    G <- G + g^2,      theta <- theta - learning_rate * g / (sqrt(G) + eps)       (G starts at 0, eps = 1e-8)
 
-so the first steps are plain SGD steps and a popular item, which collects many terms per batch, slows
-down. ``optimizer="sgd"`` gives ``theta <- theta - learning_rate * g``.
+so the first step of every coordinate is about ``learning_rate`` in size and a popular item, which collects
+many terms per batch, slows down. ``optimizer="sgd"`` gives ``theta <- theta - learning_rate * g``.
+
+Positives and their lookup (``positive_keys``, ``is_positive``) come from :mod:`mflib.models._sampling`,
+accumulation and the updates from :mod:`mflib.models._optim`; BPR uses the same ones.
 """
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import digamma
 
+from ._optim import adagrad_accumulators, adagrad_update, as_index, clip_row_norms, sgd_update, sum_rows_by_index, \
+    triple_occurrences, triple_penalty
+from ._sampling import PositiveLookup, keys_contain as is_positive, positive_keys
 from .base import FactorModel, check_user_items, progress
 
 __all__ = ["WARP", "positive_keys", "is_positive", "warp_rank_weight", "warp_scores", "sample_violators",
@@ -95,26 +101,12 @@ __all__ = ["WARP", "positive_keys", "is_positive", "warp_rank_weight", "warp_sco
 _EULER_GAMMA = 0.57721566490153286
 
 
-def _as_index(array) -> np.ndarray:
-    return np.asarray(array, dtype=np.int64)
-
-
-# ---- the positives as sorted keys ----------------------------------------------------------------------
-def positive_keys(user_items) -> np.ndarray:
-    """The sorted int64 keys ``u * n_items + i`` of the stored entries of a users x items matrix."""
-    matrix = sp.csr_matrix(user_items)
-    matrix.sum_duplicates()            # also sorts the column indices of every row
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    return rows * matrix.shape[1] + matrix.indices.astype(np.int64)
-
-
-def is_positive(keys, users, items, n_items: int) -> np.ndarray:
-    """Is ``(users[...], items[...])`` a positive? Boolean, broadcast shape; a binary search in ``keys``."""
-    query = _as_index(users) * n_items + _as_index(items)
-    if len(keys) == 0:
-        return np.zeros(query.shape, dtype=bool)
-    position = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return keys[position] == query
+def _contains(positives, users, items, n_items: int) -> np.ndarray:
+    """Membership test on sorted keys (:func:`positive_keys`) or on a
+    :class:`~mflib.models._sampling.PositiveLookup`."""
+    if isinstance(positives, PositiveLookup):
+        return positives.contains(users, items)
+    return is_positive(positives, users, items, n_items)
 
 
 # ---- the rank weight -----------------------------------------------------------------------------------
@@ -124,7 +116,7 @@ def warp_rank_weight(n_draws, n_items: int) -> np.ndarray:
     ``n_draws`` (>= 1) is the number of draws it took to find the first violator. The harmonic number is
     ``H_n = digamma(n + 1) + euler_gamma`` (exact, no loop). Returns float64 of ``n_draws``' shape.
     """
-    n_draws = _as_index(n_draws)
+    n_draws = as_index(n_draws)
     if np.any(n_draws < 1):
         raise ValueError("n_draws counts the draws up to and including the violator: it must be >= 1")
     rank = np.maximum(1, (n_items - 1) // n_draws)
@@ -134,7 +126,7 @@ def warp_rank_weight(n_draws, n_items: int) -> np.ndarray:
 # ---- scores and sampling -------------------------------------------------------------------------------
 def warp_scores(user_factors, item_factors, item_bias, users, items) -> np.ndarray:
     """``x(u, i) = p_u . q_i + b_i`` for each pair ``(users[b], items[b])`` (no ``b_i`` if ``item_bias`` is None)."""
-    users, items = _as_index(users), _as_index(items)
+    users, items = as_index(users), as_index(items)
     scores = np.einsum("bk,bk->b", np.take(user_factors, users, axis=0), np.take(item_factors, items, axis=0))
     return scores if item_bias is None else scores + np.take(item_bias, items)
 
@@ -146,14 +138,15 @@ def sample_violators(user_factors, item_factors, item_bias, users, positives, ke
 
     The candidates are drawn at once, ``candidates = rng.integers(0, n_items, size=(len(users),
     max_sampled))``, and scored with one batched product; the first violator of row ``b`` is the
-    ``argmax`` of the boolean row ``violates[b]``. Positives of the user (looked up in ``keys``, see
-    :func:`positive_keys`) never count as violators.
+    ``argmax`` of the boolean row ``violates[b]``. Positives of the user (looked up in ``keys``: the sorted
+    keys of :func:`positive_keys`, or a :class:`~mflib.models._sampling.PositiveLookup`) never count as
+    violators.
 
     Returns ``(negatives, n_draws, found)``: ``found[b]`` is True when row ``b`` has a violator,
     ``negatives[b]`` is it (-1 otherwise) and ``n_draws[b]`` is its 1-based position among the draws
     (``max_sampled`` when none was found).
     """
-    users, positives = _as_index(users), _as_index(positives)
+    users, positives = as_index(users), as_index(positives)
     n_items = item_factors.shape[0]
     candidates = rng.integers(0, n_items, size=(len(users), max_sampled))
     user_vectors = np.take(user_factors, users, axis=0)                                # (batch, k)
@@ -170,7 +163,7 @@ def sample_violators(user_factors, item_factors, item_bias, users, positives, ke
     # violator is liked drops it and moves on to its next one (a few rounds, on fewer rows each time).
     rows = np.flatnonzero(violates[batch, first])
     while rows.size:
-        liked = is_positive(keys, users[rows], candidates[rows, first[rows]], n_items)
+        liked = _contains(keys, users[rows], candidates[rows, first[rows]], n_items)
         rows = rows[liked]
         violates[rows, first[rows]] = False
         first[rows] = np.argmax(violates[rows], axis=1)
@@ -183,19 +176,16 @@ def sample_violators(user_factors, item_factors, item_bias, users, positives, ke
 
 # ---- the loss of a batch of sampled triples and its gradient --------------------------------------------
 def _penalty(user_factors, item_factors, item_bias, users, positives, negatives) -> float:
-    """``sum_b ||p_u||^2 + ||q_i||^2 + ||q_j||^2 (+ b_i^2 + b_j^2)`` over the triples."""
-    total = (np.sum(np.take(user_factors, users, axis=0) ** 2) + np.sum(np.take(item_factors, positives, axis=0) ** 2)
-             + np.sum(np.take(item_factors, negatives, axis=0) ** 2))
-    if item_bias is not None:
-        total += np.sum(np.take(item_bias, positives) ** 2) + np.sum(np.take(item_bias, negatives) ** 2)
-    return float(total)
+    """``sum_b ||p_u||^2 + ||q_i||^2 + ||q_j||^2 (+ b_i^2 + b_j^2)`` over the triples (from occurrence counts)."""
+    counts = triple_occurrences(users, positives, negatives, len(user_factors), len(item_factors))
+    return triple_penalty(user_factors, item_factors, item_bias, *counts)
 
 
 def warp_loss(user_factors, item_factors, item_bias, users, positives, negatives, weights,
               regularization) -> float:
     """``sum_b w_b |1 - x(u_b, i_b) + x(u_b, j_b)|_+ + lambda/2 sum_b (||p_u||^2 + ||q_i||^2 + ||q_j||^2
     + b_i^2 + b_j^2)`` over the triples ``(users[b], positives[b], negatives[b])``, weights ``w_b`` fixed."""
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     hinge = np.maximum(0.0, 1.0 - warp_scores(user_factors, item_factors, item_bias, users, positives)
                        + warp_scores(user_factors, item_factors, item_bias, users, negatives))
     data = float(np.dot(np.asarray(weights, dtype=np.float64), hinge))
@@ -213,7 +203,7 @@ def warp_row_gradients(user_factors, item_factors, item_bias, users, positives, 
     with ``a = [1 - x_ui + x_uj > 0]``; the bias terms only when ``item_bias`` is not None. Also returns
     ``"hinge"``, the hinge values ``|1 - x_ui + x_uj|_+`` of the triples.
     """
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     p_u = np.take(user_factors, users, axis=0)
     q_i = np.take(item_factors, positives, axis=0)
     q_j = np.take(item_factors, negatives, axis=0)
@@ -232,21 +222,6 @@ def warp_row_gradients(user_factors, item_factors, item_bias, users, positives, 
         terms["positive_bias"] = -scale + lam * b_i
         terms["negative_bias"] = scale + lam * b_j
     return terms
-
-
-def _accumulate(index, rows):
-    """Sum the rows of ``rows`` that share an ``index``: returns ``(unique_index, summed_rows)``.
-
-    Sort the indices; the ``r``-th run of equal indices becomes row ``r`` of a 0/1 CSR matrix ``S`` and the
-    sums are one sparse product ``S @ rows`` (``np.add.at`` gives the same sums, ~10x slower).
-    """
-    index = _as_index(index)
-    order = np.argsort(index, kind="stable")
-    sorted_index = index[order]
-    run_starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]]) if len(index) else order
-    scatter = sp.csr_matrix((np.ones(len(index), dtype=rows.dtype), order, np.r_[run_starts, len(index)]),
-                            shape=(len(run_starts), len(index)))
-    return sorted_index[run_starts], np.asarray(scatter @ rows)
 
 
 def _item_terms(terms, has_bias: bool) -> np.ndarray:
@@ -268,9 +243,9 @@ def warp_gradients(user_factors, item_factors, item_bias, users, positives, nega
                                regularization)
     has_bias = item_bias is not None
     gradients = {"user_factors": np.zeros_like(user_factors), "item_factors": np.zeros_like(item_factors)}
-    rows, summed = _accumulate(users, terms["user"])
+    rows, summed = sum_rows_by_index(users, terms["user"])
     gradients["user_factors"][rows] = summed
-    rows, summed = _accumulate(np.concatenate([_as_index(positives), _as_index(negatives)]),
+    rows, summed = sum_rows_by_index(np.concatenate([as_index(positives), as_index(negatives)]),
                                _item_terms(terms, has_bias))
     gradients["item_factors"][rows] = summed[:, :item_factors.shape[1]]
     if has_bias:
@@ -281,22 +256,15 @@ def warp_gradients(user_factors, item_factors, item_bias, users, positives, nega
 
 # ---- the step ------------------------------------------------------------------------------------------
 def adagrad_step(parameter, accumulator, rows, gradient, learning_rate, max_norm=None) -> None:
-    """In place, on the given (unique) ``rows``: ``G <- G + g^2; theta <- theta - learning_rate g / sqrt(G)``.
-
-    ``accumulator=None`` gives plain SGD, ``theta <- theta - learning_rate * g``. With ``max_norm`` (2-D
-    parameters) every updated row longer than ``max_norm`` is scaled back to norm ``max_norm``.
-    """
+    """In place, on the given (unique) ``rows``: ``G <- G + g^2; theta <- theta - learning_rate g / (sqrt(G) + eps)``
+    (:func:`mflib.models._optim.adagrad_update`); ``accumulator=None`` gives plain SGD. With ``max_norm``
+    (2-D parameters) every updated row longer than ``max_norm`` is scaled back to norm ``max_norm``."""
     if accumulator is None:
-        step = learning_rate * gradient
+        sgd_update(parameter, gradient, learning_rate, rows)
     else:
-        accumulated = np.take(accumulator, rows, axis=0) + gradient * gradient
-        accumulator[rows] = accumulated
-        step = learning_rate * gradient / np.sqrt(accumulated)
-    updated = np.take(parameter, rows, axis=0) - step
+        adagrad_update(parameter, gradient, accumulator, learning_rate, rows)
     if max_norm is not None:
-        norms = np.sqrt(np.einsum("bk,bk->b", updated, updated))
-        updated *= (max_norm / np.maximum(norms, max_norm))[:, None]
-    parameter[rows] = updated
+        clip_row_norms(parameter, max_norm, rows)
 
 
 def warp_step(user_factors, item_factors, item_bias, users, positives, negatives, weights, learning_rate,
@@ -308,15 +276,15 @@ def warp_step(user_factors, item_factors, item_bias, users, positives, negatives
     ball ``||v|| <= max_norm``. ``accumulators``: None (plain SGD) or a dict of AdaGrad sums shaped like the
     parameters, ``{"user_factors", "item_factors"[, "item_bias"]}``, updated in place.
     """
-    users, positives, negatives = _as_index(users), _as_index(positives), _as_index(negatives)
+    users, positives, negatives = as_index(users), as_index(positives), as_index(negatives)
     terms = warp_row_gradients(user_factors, item_factors, item_bias, users, positives, negatives, weights,
                                regularization)
     loss = float(np.dot(np.asarray(weights, dtype=np.float64), terms["hinge"]))
     if regularization:
         loss += 0.5 * regularization * _penalty(user_factors, item_factors, item_bias, users, positives, negatives)
     accumulators = accumulators or {}
-    user_rows, user_gradient = _accumulate(users, terms["user"])
-    item_rows, item_gradient = _accumulate(np.concatenate([positives, negatives]),
+    user_rows, user_gradient = sum_rows_by_index(users, terms["user"])
+    item_rows, item_gradient = sum_rows_by_index(np.concatenate([positives, negatives]),
                                            _item_terms(terms, item_bias is not None))
     k = item_factors.shape[1]
     adagrad_step(user_factors, accumulators.get("user_factors"), user_rows, user_gradient, learning_rate, max_norm)
@@ -336,7 +304,7 @@ class WARP(FactorModel):
     factors : int
         Latent dimension ``k``.
     learning_rate : float
-        AdaGrad (or SGD) step size; AdaGrad's first step of a coordinate is ``learning_rate * g``.
+        AdaGrad (or SGD) step size; AdaGrad's first step of a coordinate is about ``learning_rate`` in size.
     regularization : float
         ``lambda`` of the L2 penalty ``lambda/2 (||p_u||^2 + ||q_i||^2 + ||q_j||^2 + b_i^2 + b_j^2)``,
         counted once per sampled triple. 0 by default: ``max_norm`` regularises.
@@ -360,9 +328,8 @@ class WARP(FactorModel):
     show_progress : bool
         A tqdm bar over epochs.
 
-    The defaults are tuned on ML-100K (``mflib.evaluation.implicit_split``, seeds 0-2): NDCG@10 0.317,
-    precision@10 0.230, genre Jaccard@10 0.341, in ~2 s (popularity: NDCG@10 0.154; LightFM 1.17's WARP with
-    64 components, learning rate 0.02, 60 epochs: NDCG@10 0.308, Jaccard 0.323 on the same splits).
+    The defaults are tuned on ML-100K (``mflib.evaluation.implicit_split``, seeds 0-2); the quality they
+    reach next to popularity and LightFM's WARP is measured by ``python benchmarks/bench.py`` (README table).
 
     Attributes (after ``fit``)
     --------------------------
@@ -380,18 +347,7 @@ class WARP(FactorModel):
                  iterations: int = 30, max_sampled: int = 10, max_norm: float | None = 1.5,
                  batch_size: int = 1024, optimizer: str = "adagrad", use_bias: bool = True,
                  init_std: float = 0.01, random_state=None, show_progress: bool = False):
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.max_sampled = max_sampled
-        self.max_norm = max_norm
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.use_bias = use_bias
-        self.init_std = init_std
-        self.random_state = random_state
-        self.show_progress = show_progress
+        self._set_init_params(locals())
 
     def fit(self, user_items, show_progress: bool | None = None):
         """Learn from a users x items CSR matrix of positives (any stored non-zero); returns ``self``."""
@@ -400,21 +356,13 @@ class WARP(FactorModel):
         if self.factors < 1 or self.batch_size < 1 or self.max_sampled < 1 or self.iterations < 0:
             raise ValueError("factors, batch_size and max_sampled must be >= 1, iterations >= 0")
         matrix = check_user_items(user_items)
-        matrix.eliminate_zeros()
         n_users, n_items = matrix.shape
-        keys = positive_keys(matrix)
-        pair_users, pair_items = keys // n_items, keys % n_items
+        lookup = PositiveLookup(matrix)  # the positives: stored non-zeros, on a canonical copy
+        pair_users, pair_items = lookup.users, lookup.items
 
         rng = np.random.default_rng(self.random_state)
-        self.user_factors = rng.normal(0.0, self.init_std, (n_users, self.factors)).astype(np.float32)
-        self.item_factors = rng.normal(0.0, self.init_std, (n_items, self.factors)).astype(np.float32)
-        self.item_bias = np.zeros(n_items, dtype=np.float32) if self.use_bias else None
-        accumulators = None
-        if self.optimizer == "adagrad":
-            accumulators = {"user_factors": np.ones_like(self.user_factors),
-                            "item_factors": np.ones_like(self.item_factors)}
-            if self.use_bias:
-                accumulators["item_bias"] = np.ones_like(self.item_bias)
+        self._init_factors(rng, n_users, n_items, self.init_std, item_bias=self.use_bias)
+        accumulators = adagrad_accumulators(self._factor_parameters()) if self.optimizer == "adagrad" else None
         self.loss_history_, self.violator_rate_ = [], []
 
         n_pairs = max(len(pair_users), 1)
@@ -428,7 +376,7 @@ class WARP(FactorModel):
                 batch = order[start:start + self.batch_size]
                 users, positives = pair_users[batch], pair_items[batch]
                 negatives, n_draws, found = sample_violators(self.user_factors, self.item_factors, self.item_bias,
-                                                             users, positives, keys, self.max_sampled, rng)
+                                                             users, positives, lookup, self.max_sampled, rng)
                 if not found.any():
                     continue
                 weights = warp_rank_weight(n_draws[found], n_items).astype(np.float32)

@@ -65,7 +65,7 @@ def normalise(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # submissions
 # --------------------------------------------------------------------------------------------------
-from autograder.pretend import blank_submission, solution_sources, submission  # noqa: E402,F401
+from autograder.course.pretend import blank_submission, solution_sources, submission  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------------

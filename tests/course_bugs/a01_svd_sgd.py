@@ -70,10 +70,28 @@ BUGS = [
                  ("item_factors -= learning_rate * grads[\"item_factors\"]",
                   "item_factors = item_factors - learning_rate * grads[\"item_factors\"]")],
      "feedback": "IN PLACE"},
+    {"name": "item-bias gradient built with len(user_bias) rows (an index out of range: used to crash the kernel)",
+     "cell": "svd_gradients",
+     "replace": [('"item_bias": scatter_add(items, -2 * errors + 2 * lam * item_bias[items], len(item_bias)),',
+                  '"item_bias": scatter_add(items, -2 * errors + 2 * lam * item_bias[items], len(user_bias)),')],
+     "feedback": "is out of range for n_rows=7: n_rows is the number of rows of the gradient"},
+    {"name": "sgd_step rebinds user_bias instead of updating it in place (the other three are right)",
+     "cell": "sgd_step",
+     "replace": [("user_bias -= learning_rate * grads[\"user_bias\"]",
+                  "user_bias = user_bias - learning_rate * grads[\"user_bias\"]")],
+     "feedback": "update in place: user_bias[...] -= ..., not user_bias = ..."},
     {"name": "learning rate hacked huge (training diverges)",
      "cell": "fit_svd",
      "replace": [("learning_rate=0.01,", "learning_rate=0.5,")],
      "feedback": "learning rate"},
+    {"name": "fit_svd records None as the test RMSE when there is no eval_set",
+     "cell": "fit_svd",
+     "replace": [("""        if eval_set is not None:
+            eval_users, eval_items, eval_ratings = eval_set""", """        if eval_set is None:
+            history["test_rmse"].append(None)
+        else:
+            eval_users, eval_items, eval_ratings = eval_set""")],
+     "feedback": "without eval_set, history['test_rmse'] must stay empty"},
     {"name": "users and items swapped in the training loop",
      "cell": "fit_svd",
      "replace": [("users[batch], items[batch], ratings[batch]", "items[batch], users[batch], ratings[batch]")],

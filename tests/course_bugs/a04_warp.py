@@ -65,10 +65,11 @@ BUGS = [
      "cell": "fit_warp",
      "replace": [("iterations=10, max_sampled=10,", "iterations=10, max_sampled=1,")],
      "feedback": "0.28 required"},
-    {"name": "recommend returns items the user already has",
-     "cell": "recommend",
-     "replace": [("    scores[rows, cols] = -np.inf\n", "")],
-     "feedback": "already"},
+    {"name": "fit_warp ignores max_norm (never passes it to warp_step)",
+     "cell": "fit_warp",
+     "replace": [("learning_rate, regularization, max_norm, accumulators)",
+                  "learning_rate, regularization, None, accumulators)")],
+     "feedback": "pass max_norm"},
 ]
 
 ALTERNATIVES = [

@@ -61,15 +61,56 @@ BUGS = [
      "replace": [('"V": rng.normal(0.0, init_std, (n_features, factors))',
                   '"V": np.zeros((n_features, factors))')],
      "feedback": "not zeros"},
-    {"name": "the cold-start user's rows leak a user one-hot (an existing user's column)",
-     "cell": "cold_start_features",
-     "replace": [('columns = [space.column("age", AGE_LABELS[int(age_bucket(age))]),',
-                  'columns = [space.block("user").start, space.column("age", AGE_LABELS[int(age_bucket(age))]),')],
-     "feedback": "user one-hot leaks"},
-    {"name": "raw age used as the age bucket index",
-     "cell": "cold_start_features",
-     "replace": [('AGE_LABELS[int(age_bucket(age))]', 'AGE_LABELS[min(int(age) // 10, 6)]')],
-     "feedback": "wrong bucket"},
+    {"name": "w0 in the film constants too (counted twice)",
+     "cell": "fm_user_item_vectors",
+     "replace": [("item_constants = item_features @ w + fm_pairwise(V, item_features)",
+                  "item_constants = w0 + item_features @ w + fm_pairwise(V, item_features)")],
+     "feedback": "item_matrix @ user_vector differs from fm_predict"},
+    {"name": "the pairs inside the user's blocks forgotten",
+     "cell": "fm_user_item_vectors",
+     "replace": [("user_constant = w0 + user_row @ w + fm_pairwise(V, user_row)",
+                  "user_constant = w0 + user_row @ w")],
+     "feedback": "item_matrix @ user_vector differs from fm_predict"},
+    {"name": "no 1 columns: the two constants multiplied instead of added",
+     "cell": "fm_user_item_vectors",
+     "replace": [("user_vector = np.concatenate([np.ravel(user_constant), [1.0], np.ravel(user_row @ V)])",
+                  "user_vector = np.concatenate([np.ravel(user_constant), np.ravel(user_row @ V)])"),
+                 ("item_matrix = np.column_stack([np.ones(item_features.shape[0]), item_constants, item_features @ V])",
+                  "item_matrix = np.column_stack([item_constants, item_features @ V])")],
+     "feedback": "item_matrix @ user_vector differs from fm_predict"},
+    {"name": "the user's scores stuffed into the item matrix (scores right, but not a factorisation)",
+     "cell": "fm_user_item_vectors",
+     "replace": [("""    user_vector = np.concatenate([np.ravel(user_constant), [1.0], np.ravel(user_row @ V)])""",
+                  """    rows = (item_features + sp.csr_matrix(np.ones((item_features.shape[0], 1))) @ user_row).tocsr()
+    return np.array([1.0]), fm_predict(w0, w, V, rows)[:, None]""")],
+     "feedback": "item_matrix changed with the user"},
+    {"name": "fm_predict clips to the rating scale",
+     "cell": "fm_predict",
+     "replace": [("return w0 + X @ w + fm_pairwise(V, X)", "return np.clip(w0 + X @ w + fm_pairwise(V, X), 1, 5)")],
+     "feedback": "fm_predict must not clip"},
+    {"name": "fm_pairwise returns a column (n, 1)",
+     "cell": "fm_pairwise",
+     "replace": [("return 0.5 * np.asarray(S * S - squares).sum(axis=1)",
+                  "return 0.5 * np.asarray(S * S - squares).sum(axis=1, keepdims=True)")],
+     "feedback": "a column (n, 1)"},
+    {"name": "pairwise term missing the 1/2: the follow-on gradient failure names fm_pairwise, not the gradient",
+     "cell": "fm_pairwise",
+     "replace": [("return 0.5 * np.asarray(S * S - squares).sum(axis=1)",
+                  "return np.asarray(S * S - squares).sum(axis=1)")],
+     "feedback": "the loss uses a function that is wrong: fm_pairwise"},
+    {"name": "adam_update updates the moments in place",
+     "cell": "adam_update",
+     "replace": [("    m = beta1 * m + (1 - beta1) * grad\n    v = beta2 * v + (1 - beta2) * grad ** 2\n",
+                  "    m *= beta1\n    m += (1 - beta1) * grad\n    v *= beta2\n    v += (1 - beta2) * grad ** 2\n")],
+     "feedback": "adam_update changed its input m in place"},
+    {"name": "train_fm records NaN as the test RMSE when there is no eval_set",
+     "cell": "train_fm",
+     "replace": [("""        if eval_set is not None:
+            X_eval, y_eval = eval_set""", """        if eval_set is None:
+            history["test_rmse"].append(float("nan"))
+        else:
+            X_eval, y_eval = eval_set""")],
+     "feedback": "history['test_rmse'] empty"},
 ]
 
 ALTERNATIVES = [
@@ -112,15 +153,19 @@ ALTERNATIVES = [
     grad_V += 2 * reg_V * V
     return {"w0": float(g.sum()), "w": X.T @ g + 2 * reg_w * w, "V": grad_V}''')],
      "feedback": None},
-    {"name": "cold-start rows by stacking one demographic row under every film",
-     "cell": "cold_start_features",
-     "replace": [('''    n_films, per_row = item_features.shape[0], len(columns)
-    rows = np.repeat(np.arange(n_films), per_row)           # 0, 0, 0, 1, 1, 1, ...
-    demographics = sp.csr_matrix((np.ones(n_films * per_row), (rows, np.tile(columns, n_films))),
-                                 shape=item_features.shape)
-    return (item_features + demographics).tocsr()''', '''    user = np.zeros(item_features.shape[1])
-    user[columns] = 1.0
-    stacked = sp.csr_matrix(np.ones((item_features.shape[0], 1))) @ sp.csr_matrix(user)
-    return sp.csr_matrix(item_features + stacked)''')],
+    {"name": "constants of the two vectors from fm_predict on the user row and on the film rows",
+     "cell": "fm_user_item_vectors",
+     "replace": [("user_constant = w0 + user_row @ w + fm_pairwise(V, user_row)",
+                  "user_constant = fm_predict(w0, w, V, user_row)"),
+                 ("item_constants = item_features @ w + fm_pairwise(V, item_features)",
+                  "item_constants = fm_predict(0.0, w, V, item_features)")],
+     "feedback": None},
+    {"name": "factor columns first, the constants last",
+     "cell": "fm_user_item_vectors",
+     "replace": [("user_vector = np.concatenate([np.ravel(user_constant), [1.0], np.ravel(user_row @ V)])",
+                  "user_vector = np.concatenate([np.ravel(user_row @ V), np.ravel(user_constant), [1.0]])"),
+                 ("item_matrix = np.column_stack([np.ones(item_features.shape[0]), item_constants, item_features @ V])",
+                  "item_matrix = np.hstack([item_features @ V, np.ones((item_features.shape[0], 1)), "
+                  "item_constants[:, None]])")],
      "feedback": None},
 ]

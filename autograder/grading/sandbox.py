@@ -3,7 +3,7 @@
 Process tree for one kernel (``namespace`` mode)::
 
     nbgrader worker (root, private 0700 course dir)
-      └─ W  ``python -I -m autograder.sandbox wrap CONFIG CONNFILE``   (root; what jupyter_client starts)
+      └─ W  ``python -I -m autograder.grading.sandbox wrap CONFIG CONNFILE``   (root; what jupyter_client starts)
            └─ I  pid 1 of fresh PID/mount/net/IPC/UTS namespaces     (root; reaper, forwards signals)
                 └─ K  the ipykernel, unprivileged sandbox user          (setuid + rlimits + no_new_privs)
 
@@ -35,7 +35,6 @@ import fcntl
 import json
 import os
 import platform
-import pwd
 import resource
 import shutil
 import signal
@@ -43,8 +42,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 MODES = ("namespace", "user", "none")
 
@@ -93,314 +90,14 @@ def _b(path):
 
 
 def mount(source, target, fstype=None, flags=0, data=None):
+    """mount(2); raises OSError."""
     _check(_lib().mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
            f"mount {source} -> {target}")
 
 
 def prctl(option, arg2=0):
+    """prctl(2); raises OSError."""
     _check(_lib().prctl(option, arg2, 0, 0, 0), f"prctl({option})")
-
-
-# --- helpers used by the grading parent (root) --------------------------------------------------
-
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def ensure_user(name: str) -> tuple[int, int]:
-    """uid, gid of sandbox user *name*; created (system user, no home, no login shell) if missing."""
-    try:
-        pw = pwd.getpwnam(name)
-        return pw.pw_uid, pw.pw_gid
-    except KeyError:
-        pass
-    if not is_root():
-        raise PermissionError(f"sandbox user {name!r} does not exist and only root can create it")
-    with _global_lock("useradd"):
-        try:
-            pw = pwd.getpwnam(name)
-            return pw.pw_uid, pw.pw_gid
-        except KeyError:
-            pass
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "--user-group",
-                        "--comment", "mf-course autograder sandbox", name],
-                       check=True, capture_output=True)
-        pw = pwd.getpwnam(name)
-        return pw.pw_uid, pw.pw_gid
-
-
-LOCK_DIR = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
-
-
-@contextlib.contextmanager
-def _global_lock(name: str):
-    path = LOCK_DIR / f"mf-autograder-{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-class SlotUser:
-    """A sandbox user reserved for one worker slot (flock'ed so two runs never share one)."""
-
-    def __init__(self, name: str, uid: int, gid: int, lock_fd: int):
-        self.name, self.uid, self.gid, self._lock_fd = name, uid, gid, lock_fd
-
-    def release(self):
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def __repr__(self):
-        return f"SlotUser({self.name!r}, uid={self.uid})"
-
-
-def reserve_users(prefix: str, count: int, max_users: int = 64) -> list[SlotUser]:
-    """Reserve *count* distinct sandbox users ``{prefix}0``, ``{prefix}1``, ... (created if needed).
-
-    Each slot gets its own uid so RLIMIT_NPROC (counted per uid) and the "kill every process of
-    the sandbox uid" cleanup of one student can never affect another student graded in parallel,
-    and a second grading run on the same machine uses different users.
-    """
-    users: list[SlotUser] = []
-    index = 0
-    while len(users) < count:
-        if index >= max_users:
-            for u in users:
-                u.release()
-            raise RuntimeError(f"could not reserve {count} sandbox users {prefix}N")
-        name = f"{prefix}{index}"
-        index += 1
-        fd = os.open(LOCK_DIR / f"mf-autograder-user-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        uid, gid = ensure_user(name)
-        kill_user_processes(uid)  # leftovers of an earlier crashed run
-        users.append(SlotUser(name, uid, gid, fd))
-    return users
-
-
-def user_pids(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:  # real uid
-                            pids.append(int(entry))
-                        break
-        except OSError:
-            continue
-    return pids
-
-
-def kill_user_processes(uid: int, timeout: float = 10.0) -> int:
-    """SIGKILL every process whose real uid is *uid* (a dedicated sandbox user) until none is left."""
-    if uid == 0 or uid == os.getuid() or not is_root():
-        return 0
-    killed = 0
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = user_pids(uid)
-        if not pids:
-            return killed
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        if time.monotonic() > deadline:
-            return killed
-        time.sleep(0.02)
-
-
-# --- cgroups -------------------------------------------------------------------------------------
-
-def _own_cgroup_paths() -> dict[str, str]:
-    """controller -> path of this process's cgroup in that hierarchy (v1), '' key for v2."""
-    paths = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(","):
-                paths[c] = path
-    return paths
-
-
-class Cgroup:
-    """Per-kernel cgroup(s): memory (incl. tmpfs pages), pids and cpu quota.
-
-    cgroup v1 (separate memory/pids/cpu hierarchies) and v2 (unified, if the controllers can be
-    enabled below our own cgroup) are supported; whatever cannot be set up is skipped and
-    reported by :attr:`controllers` -- rlimits still apply.
-    """
-
-    def __init__(self, name: str, memory_bytes: int | None, pids: int | None, cpus: float | None):
-        self.dirs: list[Path] = []
-        self.controllers: list[str] = []
-        self.memory_dir: Path | None = None
-        self.v2 = False
-        if not is_root():
-            return
-        own = _own_cgroup_paths()
-        root = Path("/sys/fs/cgroup")
-        wanted = {"memory": memory_bytes, "pids": pids, "cpu": cpus}
-        if (root / "cgroup.controllers").exists():  # pure v2
-            self._setup_v2(root / own.get("", "/").lstrip("/"), name, wanted)
-            return
-        for controller, value in wanted.items():
-            if value is None:
-                continue
-            base = root / controller
-            if not base.is_dir() or controller not in own:
-                continue
-            d = base / own[controller].lstrip("/") / name
-            try:
-                d.mkdir()
-            except FileExistsError:
-                pass
-            except OSError:
-                continue
-            try:
-                if controller == "memory":
-                    (d / "memory.limit_in_bytes").write_text(str(value))
-                    with contextlib.suppress(OSError):
-                        (d / "memory.memsw.limit_in_bytes").write_text(str(value))
-                    self.memory_dir = d
-                elif controller == "pids":
-                    (d / "pids.max").write_text(str(value))
-                elif controller == "cpu":
-                    (d / "cpu.cfs_period_us").write_text("100000")
-                    (d / "cpu.cfs_quota_us").write_text(str(int(value * 100000)))
-            except OSError:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-                continue
-            self.dirs.append(d)
-            self.controllers.append(controller)
-
-    def _setup_v2(self, parent: Path, name: str, wanted):
-        d = parent / name
-        try:
-            d.mkdir(exist_ok=True)
-        except OSError:
-            return
-        self.v2 = True
-        self.dirs.append(d)
-        ctl = (d / "cgroup.controllers").read_text().split() if (d / "cgroup.controllers").exists() else []
-        for controller, value in wanted.items():
-            if value is None or controller not in ctl:
-                continue
-            try:
-                if controller == "memory":
-                    (d / "memory.max").write_text(str(value))
-                    with contextlib.suppress(OSError):
-                        (d / "memory.swap.max").write_text("0")
-                    self.memory_dir = d
-                elif controller == "pids":
-                    (d / "pids.max").write_text(str(value))
-                elif controller == "cpu":
-                    (d / "cpu.max").write_text(f"{int(value * 100000)} 100000")
-                self.controllers.append(controller)
-            except OSError:
-                continue
-        if not self.controllers:
-            self.remove()
-            self.dirs = []
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    def oom_events(self) -> int:
-        """Times the memory limit was hit (OOM kills, or allocations that failed at the limit)."""
-        d = self.memory_dir
-        if d is None:
-            return 0
-        try:
-            if self.v2:
-                events = dict(line.split() for line in (d / "memory.events").read_text().splitlines())
-                return int(events.get("oom_kill", 0))
-            text = (d / "memory.oom_control").read_text()
-            kills = dict(line.split() for line in text.splitlines()).get("oom_kill", "0")
-            return int(kills)
-        except (OSError, ValueError):
-            return 0
-
-    def pids(self) -> list[int]:
-        out = set()
-        for d in self.dirs:
-            with contextlib.suppress(OSError):
-                out.update(int(p) for p in (d / "cgroup.procs").read_text().split())
-        return sorted(out)
-
-    def kill_all(self, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = self.pids()
-            if not pids or time.monotonic() > deadline:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-
-    def remove(self):
-        self.kill_all()
-        for d in self.dirs:
-            for _ in range(100):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def cleanup_stale_cgroups(prefix: str = "mfgrade-") -> int:
-    """Remove cgroups ``mfgrade-<pid>-...`` left by a grading process that no longer exists."""
-    if not is_root():
-        return 0
-    removed = 0
-    own = _own_cgroup_paths()
-    bases = [Path("/sys/fs/cgroup") / c / own[c].lstrip("/") for c in ("memory", "pids", "cpu") if c in own]
-    bases.append(Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/"))
-    for base in bases:
-        if not base.is_dir():
-            continue
-        for d in base.glob(prefix + "*"):
-            try:
-                pid = int(d.name[len(prefix):].split("-")[0])
-            except ValueError:
-                continue
-            if _pid_alive(pid) or not d.is_dir():
-                continue
-            c = Cgroup.__new__(Cgroup)
-            c.dirs, c.controllers, c.memory_dir, c.v2 = [d], [], None, False
-            c.remove()
-            removed += 1
-    return removed
 
 
 # --- what the kernel may see ---------------------------------------------------------------------
@@ -445,6 +142,7 @@ def _write_file(path, text, uid=None, gid=None, mode=0o600):
 
 
 def wrap_main(argv: list[str]) -> int:
+    """W: join the cgroups, copy the connection file, unshare, fork I; return the kernel's exit status."""
     config_path = argv[0]
     connection_file = argv[1] if len(argv) > 1 else None
     with open(config_path) as f:
@@ -743,15 +441,17 @@ print("PROBE" + json.dumps(out))
 
 
 def run_wrapped(cfg_path: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-m", "autograder.sandbox", "wrap", cfg_path],
+    """Run the wrapper on ``cfg_path`` without a connection file (the sandbox probe)."""
+    return subprocess.run([sys.executable, "-I", "-m", "autograder.grading.sandbox", "wrap", cfg_path],
                           capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
 def main(argv=None) -> int:
+    """``python -m autograder.grading.sandbox wrap CONFIG [CONNECTION_FILE]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "wrap":
         return wrap_main(argv[1:])
-    print("usage: python -m autograder.sandbox wrap CONFIG [CONNECTION_FILE]", file=sys.stderr)
+    print("usage: python -m autograder.grading.sandbox wrap CONFIG [CONNECTION_FILE]", file=sys.stderr)
     return 2
 
 

@@ -4,11 +4,11 @@
 
 1. Releases every assignment with ``nbgrader generate_assignment`` into a scratch copy of the course
    and checks the result equals the committed ``assignments/``.
-2. Builds pretend submissions from the released notebooks (:mod:`autograder.pretend`): the instructor's
+2. Builds pretend submissions from the released notebooks (:mod:`autograder.course.pretend`): the instructor's
    answers for every assignment (student ``key``), plus two students
    of 02-als with a classic bug each (regularisation missing from the normal equations; ``recommend``
    returning films the user already rated).
-3. Grades them with the class grader (sandboxed, in parallel, :mod:`autograder.grade`) and prints the
+3. Grades them with the class grader (sandboxed, in parallel, :mod:`autograder.grading`) and prints the
    gradebook: points per assignment, and the feedback that names each bug.
 """
 from __future__ import annotations
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import nbformat
 
-from . import grade as grademod
-from .notebooks import ASSIGNMENTS, ROOT, release, release_path, solution_path
+from ..grading.options import Options
+from ..grading.supervisor import grade
+from .files import ROOT
+from .notebooks import ASSIGNMENTS, release, release_path, solution_path
 from .pretend import submission
 
 # Two classic 02-als mistakes; the same entries are in tests/course_bugs/a02_als.py.
@@ -58,6 +60,7 @@ def release_course(scratch: Path, names: list[str]) -> None:
 
 
 def main(argv=None) -> int:
+    """``python -m autograder demo [--jobs N] [--out DIR] [--assignments ...]``: see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m autograder demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2)
@@ -82,9 +85,9 @@ def main(argv=None) -> int:
         if name == BUGGY_ASSIGNMENT:
             for student, entry in PRETEND_BUGS.items():
                 nbformat.write(submission(released, solution, entry), submissions / f"{student}_{name}.ipynb")
-        options = grademod.Options(assignment=name, submissions=str(submissions), course_dir=str(ROOT),
+        options = Options(assignment=name, submissions=str(submissions), course_dir=str(ROOT),
                                    out_dir=str(out / name), jobs=args.jobs, verbose=False)
-        summary = grademod.grade(options)
+        summary = grade(options)
         with open(out / name / "grades.csv", newline="") as fh:
             rows += list(csv.DictReader(fh))
         print(f"graded {name}: {summary['submissions']} submission(s), isolation {summary['isolation']}")

@@ -47,6 +47,8 @@ COPY_MARKER = re.compile(r"\s*\(\d+\)$")
 
 @dataclass
 class Submission:
+    """One student's notebook as found (the file may not be a notebook at all)."""
+
     student: str
     origin: str                       # where it came from (for messages)
     data: bytes                       # the notebook file (possibly not a notebook at all)
@@ -59,11 +61,14 @@ class Submission:
 
 @dataclass
 class Discovery:
+    """What :func:`discover` found: one submission per student, and notes about the files it skipped."""
+
     submissions: list
     ignored: list                     # human-readable notes about skipped files
 
 
 def student_id(name: str) -> str:
+    """``name`` reduced to letters, digits, ``.``, ``-``, ``_``, ``@`` (no leading dot or CSV formula)."""
     s = re.sub(r"[^A-Za-z0-9._@-]+", "_", name.strip()).strip("._-@")  # no hidden files, no CSV formulas
     s = re.sub(r"_+", "_", s)
     return s[:100] or "unknown"
@@ -144,6 +149,9 @@ def _entries_from_zip(path: Path, ignored):
 
 
 def discover(path, assignment: str, known_assignments=()) -> Discovery:
+    """The submissions of ``assignment`` in the folder or .zip ``path`` (layouts: module docstring);
+    ``known_assignments`` are the course's other assignment names.  FileNotFoundError if ``path`` is
+    neither a folder nor a zip file."""
     path = Path(path)
     ignored: list[str] = []
     if path.is_file() and zipfile.is_zipfile(path):

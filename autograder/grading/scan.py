@@ -1,12 +1,10 @@
 """Static checks of a submission, done by the grading parent before anything is executed.
 
-* :func:`load_notebook` -- is it a notebook at all (empty / not UTF-8 / not JSON / wrong schema)?
-* :func:`sanitize` -- put the instructor's cells back: nbgrader metadata of known cells is reset to
-  the released one, deleted test/read-only cells are re-inserted (nbgrader then restores their
-  source, including hidden tests, from the gradebook), unknown or duplicated nbgrader ids are
-  dropped.  A student can therefore not delete, edit, duplicate or re-label a test cell.
-* :func:`scan` -- forbidden imports and tampering in the student's code cells (every code cell that
-  is not an instructor cell: solution cells and cells the student added).
+:func:`scan` finds forbidden imports and tampering in the student's code cells of a sanitized
+notebook (:func:`autograder.grading.notebook.sanitize`): every code cell that is not an instructor
+cell, i.e. solution cells and cells the student added.  Which imports are forbidden is an
+:class:`~autograder.grading.policy.ImportPolicy` (:func:`default_policy`: other recommender
+libraries and mflib's reference models, read from :mod:`mflib.models.registry`).
 
 Tampering rules (each finding names the cell):
 
@@ -28,26 +26,15 @@ Tampering rules (each finding names the cell):
 from __future__ import annotations
 
 import ast
-import copy
-import json
 import re
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import nbformat
+from .notebook import Reference, grade_id, nbg, student_cells
+from .policy import ImportPolicy
 
 # --- defaults ------------------------------------------------------------------------------------
 
-DEFAULT_FORBIDDEN = ["implicit", "lightfm", "surprise", "torch", "mflib.models"]
-# mflib's lazily imported reference models: ``from mflib import ALS`` imports mflib.models.als
-DEFAULT_LAZY = {
-    "mflib.ALS": "mflib.models.als",
-    "mflib.BPR": "mflib.models.bpr",
-    "mflib.WARP": "mflib.models.warp",
-    "mflib.SVD": "mflib.models.svd",
-    "mflib.FactorizationMachine": "mflib.models.fm",
-    "mflib.Popularity": "mflib.models.popularity",
-}
+OTHER_LIBRARIES = ["implicit", "lightfm", "surprise", "torch"]  # recommenders students must not call
 PROTECTED_MODULES = ("numpy", "scipy", "pandas", "math", "cmath", "builtins", "autograder", "mflib",
                      "unittest", "pytest", "IPython", "ipykernel", "importlib", "operator")
 ALLOWED_STORES = ("pandas.options", "pandas.io.formats", "numpy.random.seed")
@@ -61,203 +48,6 @@ SHELL_SENSITIVE = ("events", "input_transformers_cleanup", "input_transformers_p
                    "user_expressions", "_format_user_obj", "ex", "ev", "builtin_trap")
 MUTATORS = ("update", "pop", "setdefault", "clear", "popitem", "__setitem__", "__delitem__",
             "insert", "append", "extend", "remove")
-
-MAX_BYTES = 50 * 1024 * 1024
-
-
-class NotebookError(Exception):
-    """The file is not a usable notebook; ``str(e)`` is the human-readable reason."""
-
-
-def load_notebook(data: bytes, max_bytes: int = MAX_BYTES) -> nbformat.NotebookNode:
-    if len(data) == 0:
-        raise NotebookError("empty file")
-    if len(data) > max_bytes:
-        raise NotebookError(f"file is {len(data) / 2**20:.0f} MB, the limit is {max_bytes / 2**20:.0f} MB")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise NotebookError(f"not a text file (not UTF-8: {e.reason} at byte {e.start})") from None
-    if not text.strip():
-        raise NotebookError("empty file (only whitespace)")
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NotebookError(f"not JSON ({e.msg} at line {e.lineno} column {e.colno}); "
-                            "was the notebook saved correctly?") from None
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw \
-            or "nbformat" not in raw:
-        keys = ", ".join(sorted(raw)[:5]) if isinstance(raw, dict) else type(raw).__name__
-        raise NotebookError(f"valid JSON but not a Jupyter notebook (no 'cells'/'nbformat'; found: {keys})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. MissingIDFieldWarning for older notebooks
-            nb = nbformat.reads(text, as_version=4)
-            nbformat.validate(nb)
-    except Exception as e:  # noqa: BLE001 - nbformat raises several kinds
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NotebookError(f"not a valid Jupyter notebook: {msg[:300]}") from None
-    return nb
-
-
-# --- instructor cells ----------------------------------------------------------------------------
-
-def nbg(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def grade_id(cell):
-    return nbg(cell).get("grade_id")
-
-
-def is_test_cell(meta: dict) -> bool:
-    return bool(meta.get("grade")) and not meta.get("solution")
-
-
-def is_instructor_cell(meta: dict) -> bool:
-    """Cells whose content nbgrader restores from the source (tests, read-only cells)."""
-    return bool(meta.get("locked")) or is_test_cell(meta)
-
-
-@dataclass
-class Reference:
-    """What the grader knows about the assignment notebook (from the released + source versions)."""
-
-    name: str
-    release: nbformat.NotebookNode
-    source: nbformat.NotebookNode
-    grade_cells: list = field(default_factory=list)      # [(grade_id, points)] in notebook order
-    ids: set = field(default_factory=set)
-    instructor_sources: set = field(default_factory=set)  # code the student received as is
-
-    @classmethod
-    def from_notebooks(cls, name, release, source):
-        ref = cls(name=name, release=release, source=source)
-        for cell in source.cells:
-            meta = nbg(cell)
-            gid = meta.get("grade_id")
-            if gid:
-                ref.ids.add(gid)
-                if meta.get("grade"):
-                    ref.grade_cells.append((gid, float(meta.get("points", 0) or 0)))
-        for cell in release.cells:
-            meta = nbg(cell)
-            if cell.cell_type == "code" and not meta.get("solution"):
-                ref.instructor_sources.add(_norm(cell.source))
-        return ref
-
-    def instructor_code(self) -> list[str]:
-        """Source of the instructor's code cells, hidden tests included (never sent to students)."""
-        return [c.source for c in self.source.cells
-                if c.cell_type == "code" and not nbg(c).get("solution")]
-
-
-def _norm(src: str) -> str:
-    return "\n".join(line.rstrip() for line in src.strip().splitlines())
-
-
-def matching_ids(nb, ref: Reference) -> int:
-    return len({grade_id(c) for c in nb.cells if grade_id(c)} & ref.ids)
-
-
-def sanitize(nb, ref: Reference) -> tuple[nbformat.NotebookNode, list[str]]:
-    """Make the instructor's cells of *nb* exactly the released ones (see module docstring)."""
-    nb = copy.deepcopy(nb)
-    notes = []
-    release_cells = {grade_id(c): c for c in ref.release.cells if grade_id(c)}
-    # last occurrence of each known id wins (like nbgrader's DeduplicateIds)
-    last = {}
-    for i, cell in enumerate(nb.cells):
-        gid = grade_id(cell)
-        if gid:
-            last[gid] = i
-    for i, cell in enumerate(nb.cells):
-        meta = nbg(cell)
-        gid = meta.get("grade_id")
-        if not meta:
-            continue
-        if gid not in release_cells or last.get(gid) != i:
-            cell.metadata.pop("nbgrader", None)
-            if gid in release_cells:
-                notes.append(f"duplicate of cell {gid!r} ignored")
-            continue
-        rel = release_cells[gid]
-        rel_meta = nbg(rel)
-        if _essential(meta) != _essential(rel_meta):
-            if is_instructor_cell(rel_meta) or is_instructor_cell(meta):
-                notes.append(f"metadata of cell {gid!r} was modified (restored)")
-            cell.metadata["nbgrader"] = copy.deepcopy(rel_meta)
-        if is_instructor_cell(rel_meta):
-            if cell.cell_type != rel.cell_type or _norm(cell.source) != _norm(rel.source):
-                notes.append(f"instructor cell {gid!r} was edited (restored)")
-            _replace_cell(nb, i, rel)
-    # re-insert deleted instructor cells after their predecessor
-    present = {grade_id(c) for c in nb.cells if grade_id(c)}
-    order = [grade_id(c) for c in ref.release.cells if grade_id(c)]
-    for k, gid in enumerate(order):
-        if gid in present:
-            continue
-        rel = release_cells[gid]
-        if not is_instructor_cell(nbg(rel)):
-            continue  # a deleted solution cell stays deleted: nbgrader scores it as missing
-        pos = 0
-        for prev in reversed(order[:k]):
-            idx = next((j for j, c in enumerate(nb.cells) if grade_id(c) == prev), None)
-            if idx is not None:
-                pos = idx + 1
-                break
-        nb.cells.insert(pos, _fresh_copy(rel))
-        present.add(gid)
-        notes.append(f"deleted instructor cell {gid!r} restored")
-    return ensure_cell_ids(nb), notes
-
-
-def _essential(meta: dict) -> dict:
-    keys = ("grade", "grade_id", "locked", "solution", "task", "points")
-    return {k: (float(meta[k]) if k == "points" else bool(meta[k]) if k != "grade_id" else meta[k])
-            for k in keys if k in meta and meta[k] not in (None, False)}
-
-
-def _fresh_copy(cell):
-    new = copy.deepcopy(cell)
-    if new.cell_type == "code":
-        new.outputs = []
-        new.execution_count = None
-    new.pop("id", None)
-    return new
-
-
-def ensure_cell_ids(nb):
-    """nbformat >= 4.5 wants a unique id on every cell (restored cells have none)."""
-    if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) < (4, 5):
-        return nb
-    from nbformat.corpus.words import generate_corpus_id
-    seen = set()
-    for cell in nb.cells:
-        if not cell.get("id") or cell["id"] in seen:
-            cell["id"] = generate_corpus_id()
-        seen.add(cell["id"])
-    return nb
-
-
-def _replace_cell(nb, i, rel):
-    new = _fresh_copy(rel)
-    if "id" in nb.cells[i]:
-        new["id"] = nb.cells[i]["id"]
-    nb.cells[i] = new
-
-
-def student_cells(nb, ref: Reference):
-    """(index, cell) of the code cells whose content comes from the student."""
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        meta = nbg(cell)
-        if is_instructor_cell(meta):
-            continue
-        if not meta.get("solution") and _norm(cell.source) in ref.instructor_sources:
-            continue
-        yield i, cell
 
 
 # --- parsing --------------------------------------------------------------------------------------
@@ -278,34 +68,21 @@ def to_python(src: str) -> str:
 
 
 def parse_cell(src: str):
+    """The AST of a cell (IPython syntax allowed), or None if it does not parse."""
     try:
         return ast.parse(to_python(src))
     except (SyntaxError, ValueError):
         return None
 
 
-def _match(name, entries):
-    best = None
-    for e in entries:
-        if name == e or name.startswith(e + "."):
-            if best is None or len(e) > len(best):
-                best = e
-    return best
+def default_policy() -> ImportPolicy:
+    """Other recommender libraries and mflib's reference-solution modules are forbidden, with the lazy
+    attributes that import them (``mflib.ALS``); both lists come from :mod:`mflib.models.registry`.
+    The modules students get (``mflib.models.base``, the popularity baseline) stay importable."""
+    from mflib.models import registry
 
-
-@dataclass
-class Policy:
-    forbid: list = field(default_factory=lambda: list(DEFAULT_FORBIDDEN))
-    allow: list = field(default_factory=list)
-    lazy: dict = field(default_factory=lambda: dict(DEFAULT_LAZY))
-
-    def forbidden(self, name: str) -> bool:
-        name = self.lazy.get(name, name)
-        f = _match(name, self.forbid)
-        if f is None:
-            return False
-        a = _match(name, self.allow)
-        return a is None or len(a) < len(f)
+    return ImportPolicy(forbid=OTHER_LIBRARIES + list(registry.reference_modules()),
+                        allow=[], lazy=registry.lazy_attributes())
 
 
 def imported_modules(sources) -> tuple[set, dict]:
@@ -337,17 +114,20 @@ def imported_modules(sources) -> tuple[set, dict]:
 
 @dataclass
 class Finding:
+    """One problem the scan found in one cell."""
+
     kind: str        # "forbidden_import" | "tampering"
     cell: int        # index in the (sanitized) notebook
     label: str       # grade id or "cell N"
     what: str
 
     def text(self):
+        """'<label>: <what>', as the reason shows it."""
         return f"{self.label}: {self.what}"
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, policy: Policy, protected_names: dict, aliases: dict):
+    def __init__(self, policy: ImportPolicy, protected_names: dict, aliases: dict):
         self.policy = policy
         self.protected_names = protected_names  # instructor-bound names
         self.aliases = aliases                  # name -> dotted module path (grows while scanning)
@@ -569,14 +349,22 @@ class _Scanner(ast.NodeVisitor):
     def visit_Constant(self, node):
         v = node.value
         if isinstance(v, str) and len(v) < 300:
-            if "mflib/models/" in v and self.policy.forbidden("mflib.models"):
-                self.flag("forbidden_import", "reads the reference models' source (mflib/models/)")
+            folder = next((f for f in _source_folders(self.policy) if f in v), None)
+            if folder is not None:
+                self.flag("forbidden_import", f"reads the reference models' source ({folder})")
             elif "." in v and " " not in v and self.policy.forbidden(v):
                 self.flag("forbidden_import", f"refers to {v}")
 
     def visit_Name(self, node):
         if node.id == "__builtins__" and not isinstance(node.ctx, ast.Load):
             self.flag("tampering", "assigns __builtins__")
+
+
+def _source_folders(policy: ImportPolicy) -> set:
+    """Folders (``mflib/models/``) holding a forbidden mflib module: a string naming one is an attempt
+    to read the reference solutions' source."""
+    return {f.rpartition(".")[0].replace(".", "/") + "/" for f in policy.forbid
+            if f.startswith("mflib.") and "." in f[len("mflib."):]}
 
 
 def _call_name(node: ast.Call) -> str | None:
@@ -614,12 +402,14 @@ def solution_names(ref: Reference) -> set:
 
 
 def protected_names(ref: Reference) -> dict:
+    """``{name: 'module' or 'module:attr'}`` the instructor's cells import and the solution does not
+    define: a student's cell may not rebind them."""
     _, names = imported_modules(ref.instructor_code())
     mine = solution_names(ref)
     return {k: v for k, v in names.items() if k not in mine}
 
 
-def scan(nb, ref: Reference, policy: Policy) -> list[Finding]:
+def scan(nb, ref: Reference, policy: ImportPolicy) -> list[Finding]:
     """Forbidden imports and tampering in the student's cells of the sanitized notebook *nb*."""
     protected = protected_names(ref)
     # aliases known from the instructor's visible cells (e.g. ``import numpy as np`` in a setup cell)
@@ -640,7 +430,7 @@ def scan(nb, ref: Reference, policy: Policy) -> list[Finding]:
     return findings
 
 
-def runtime_policy(ref: Reference, policy: Policy) -> dict:
+def runtime_policy(ref: Reference, policy: ImportPolicy) -> dict:
     """Settings for :mod:`autograder.kernel_guard`.
 
     The kernel cannot tell a hidden test cell from a student's cell, so modules the instructor's

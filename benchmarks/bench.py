@@ -1,7 +1,7 @@
 """Side-by-side benchmark: mflib's models against implicit, LightFM, Surprise and myFM, in one run.
 
     make bench                       # installs the comparison libraries, then runs this
-    python -m mflib.bench [--seeds 0 1 2] [--quick] [--no-svdpp]
+    python benchmarks/bench.py [--seeds 0 1 2] [--quick] [--no-svdpp]      (from the repository root)
 
 Quality on ML-100K (the course protocol, :mod:`mflib.evaluation`), averaged over split seeds:
   implicit models: NDCG@10, P@10, R@10, genre Jaccard@10 of similar items, fit time;
@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import evaluation
-from .datasets import load_movielens
-from .metrics import rmse
+from _common import print_table, score_explicit, score_features, score_implicit
+from mflib import evaluation
+from mflib.datasets import load_movielens
+from mflib.metrics import rmse
+from synthetic import naive_als_spsolve, synthetic_implicit
 
 
 # ---- adapters: every library behind the same two calls ---------------------------------------------
@@ -70,7 +72,7 @@ class LightFMAdapter:
         return self
 
     def _vectors(self):
-        from .models.base import FactorModel
+        from mflib.models.base import FactorModel
 
         item_bias, item_factors = self.model.get_item_representations()
         user_bias, user_factors = self.model.get_user_representations()
@@ -129,19 +131,11 @@ def quality_implicit(ds, seeds, quick: bool) -> list[dict]:
     for seed in seeds:
         train, test = evaluation.implicit_split(ds, seed)
         for name, make in implicit_candidates(quick).items():
-            start = time.perf_counter()
-            model = make(seed).fit(train)
-            seconds = time.perf_counter() - start
-            result = evaluation.evaluate_ranking(model, train, test)
-            row = rows[name]
-            row["ndcg@10"].append(result["ndcg@10"])
-            row["precision@10"].append(result["precision@10"])
-            row["recall@10"].append(result["recall@10"])
-            row["fit s"].append(seconds)
-            if name != "popularity":
-                row["genre J"].append(evaluation.evaluate_similar_items(model, ds, train))
-                pairs = evaluation.known_pairs(model, ds)
-                row["pairs"].append(sum(all(found.values()) for found in pairs.values()))
+            result = score_implicit(lambda: make(seed), ds, train, test,  # noqa: B023
+                                    similar=name != "popularity")
+            for key in ("ndcg@10", "precision@10", "recall@10", "fit s", "genre J", "pairs"):
+                if key in result:
+                    rows[name][key].append(result[key])
     return [{"model": name, **{k: float(np.mean(v)) for k, v in row.items()}} for name, row in rows.items()]
 
 
@@ -153,26 +147,20 @@ def quality_explicit(ds, seeds, quick: bool, svdpp: bool) -> list[dict]:
     myfm = _optional("myfm")
     for seed in seeds:
         train, test = evaluation.explicit_split(ds, seed)
-        users, items, ratings = (train[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
-        test_users, test_items = test["user_idx"].to_numpy(), test["item_idx"].to_numpy()
 
         def record(name, predictions, seconds):
             rows[name]["rmse"].append(rmse(test["rating"], predictions))
             rows[name]["fit s"].append(seconds)
 
-        start = time.perf_counter()
-        model = mflib.SVD(random_state=seed).fit(users, items, ratings, n_users=ds.n_users, n_items=ds.n_items)
-        record("mflib SVD", model.predict(test_users, test_items), time.perf_counter() - start)
-        try:
-            from .features import build_features
+        def record_score(name, score, make):
+            result = score(make, ds, train, test)
+            rows[name]["rmse"].append(result["rmse"])
+            rows[name]["fit s"].append(result["fit s"])
 
-            start = time.perf_counter()
-            X_train, space = build_features(ds, train)
-            X_test, _ = build_features(ds, test)  # the column layout depends on the dataset only
-            fm = mflib.FactorizationMachine(random_state=seed).fit(X_train, ratings, feature_space=space)
-            record("mflib FM + side features", fm.predict(X_test), time.perf_counter() - start)
-        except Exception as error:  # report, don't hide
-            rows["mflib FM + side features"]["error"] = str(error)
+        record_score("mflib SVD", score_explicit, lambda: mflib.SVD(random_state=seed))  # noqa: B023
+        record_score("mflib explicit ALS", score_explicit, lambda: mflib.ExplicitALS(random_state=seed))  # noqa: B023
+        record_score("mflib FM + side features", score_features,
+                     lambda: mflib.FactorizationMachine(random_state=seed))  # noqa: B023
         if surprise:
             for name, params in {"Surprise SVD (defaults)": {},
                                  "Surprise SVD (200 f, 100 ep, lr .005, reg .1)": dict(
@@ -243,8 +231,6 @@ def speed(ds, quick: bool) -> list[dict]:
     import mflib
 
     rows = []
-    from .models.als import synthetic_implicit
-
     matrix = synthetic_implicit(6040, 3706, 575_000, random_state=0)
     ours = _time(lambda: mflib.ALS(factors=64, iterations=15, random_state=0).fit(matrix), repeat=1 if quick else 2)
     row = {"task": f"ALS fit, synthetic ML-1M ({matrix.shape[0]}x{matrix.shape[1]}, {matrix.nnz:,} nnz), 64 f, 15 it",
@@ -258,15 +244,10 @@ def speed(ds, quick: bool) -> list[dict]:
     rows.append(row)
 
     train, _ = evaluation.implicit_split(ds, 0)
-    try:
-        from .models.als import naive_als_spsolve
-
-        seconds = _time(lambda: naive_als_spsolve(train, factors=64, iterations=15 if not quick else 2))
-        fast = _time(lambda: mflib.ALS(factors=64, iterations=15 if not quick else 2, random_state=0).fit(train))
-        rows.append({"task": "ALS on ML-100K: classic per-user spsolve loop vs mflib", "mflib s": fast,
-                     "anchor": "per-user spsolve loop", "anchor s": seconds})
-    except ImportError:
-        rows.append({"task": "ALS spsolve loop", "anchor": "mflib.models.als.naive_als_spsolve missing"})
+    seconds = _time(lambda: naive_als_spsolve(train, factors=64, iterations=15 if not quick else 2))
+    fast = _time(lambda: mflib.ALS(factors=64, iterations=15 if not quick else 2, random_state=0).fit(train))
+    rows.append({"task": "ALS on ML-100K: classic per-user spsolve loop vs mflib", "mflib s": fast,
+                 "anchor": "per-user spsolve loop", "anchor s": seconds})
 
     epochs = 5 if quick else 20
     svd_train, _ = evaluation.explicit_split(ds, 0)
@@ -303,28 +284,8 @@ def speed(ds, quick: bool) -> list[dict]:
     return rows
 
 
-# ---- printing ----------------------------------------------------------------------------------------
-def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
-    """columns: (key, header, format)."""
-    print(f"\n{title}")
-    name_key = "model" if "model" in rows[0] else "task"
-    width = max(len(str(r[name_key])) for r in rows) + 2
-    header = f"{name_key:<{width}}" + "".join(f"{h:>{max(len(h) + 2, 10)}}" for _, h, _ in columns)
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        line = f"{row[name_key]:<{width}}"
-        for key, head, fmt in columns:
-            value = row.get(key)
-            cell = format(value, fmt) if isinstance(value, (int, float)) else (value or "")
-            line += f"{cell:>{max(len(head) + 2, 10)}}"
-        print(line)
-        if row.get("error"):
-            print(f"    error: {row['error']}")
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mflib.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="fewer epochs for the anchors, one repeat")

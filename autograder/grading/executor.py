@@ -11,7 +11,7 @@ Differences from :class:`nbgrader.preprocessors.Execute`:
 * output is capped per notebook: after the cap, stdout/display output is replaced by one notice,
   but errors, ``execute_result`` (partial credit) and the presence of stderr output (which makes
   nbgrader give 0 to a test cell) are kept, so truncation never changes a score;
-* after every cell the kernel guard's :func:`~autograder.kernel_guard.status` is evaluated as a
+* after every cell the kernel guard's :func:`~autograder.grading.kernel_guard.status` is evaluated as a
   ``user_expression``; anything but ``'ok'`` is recorded as tampering;
 * everything that happened is appended as JSON lines to ``events_file`` for the grader.
 """
@@ -30,11 +30,13 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Integer, Unicode
 
-GUARD_EXPRESSION = "__import__('sys').modules['autograder.kernel_guard'].status()"
+GUARD_EXPRESSION = "__import__('sys').modules['autograder.grading.kernel_guard'].status()"
 GUARD_KEY = "__autograder_guard__"
 
 
 class SandboxKernelManager(AsyncKernelManager):
+    """jupyter_client's kernel manager with a cap on the size of a message from the kernel."""
+
     max_message_bytes = Integer(64 * 1024 * 1024, config=True)
 
     def client(self, **kwargs):
@@ -50,6 +52,8 @@ def _error(ename, evalue):
 
 
 class SandboxedExecute(Execute):
+    """nbgrader's Execute for untrusted notebooks (see the module docstring)."""
+
     sandbox_kernel = Unicode("mf-sandbox", config=True)
     events_file = Unicode("", config=True)
     output_limit = Integer(5 * 1024 * 1024, config=True, help="bytes of output kept per notebook")

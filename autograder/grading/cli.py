@@ -1,7 +1,8 @@
-"""Command line of the course autograder.
+"""Command line of the course autograder: ``python -m autograder COMMAND``.
 
 ``python -m autograder grade ASSIGNMENT SUBMISSIONS [options]`` grades a whole class: see
-``--help`` and docs/grading.md.
+``--help`` and docs/grading.md.  ``python -m autograder demo`` is dispatched by
+:mod:`autograder.__main__` to :mod:`autograder.course.demo`.
 """
 from __future__ import annotations
 
@@ -9,27 +10,19 @@ import argparse
 import json
 import sys
 
-from . import grade as grademod
+from .options import Options
+from .supervisor import grade
+from .types import STATUSES
 
-STATUS_HELP = """statuses in grades.csv:
-  graded            ran to the end (reason lists the failed tests)
-  output_limit      graded, but the output was truncated at --output-limit
-  timeout           a cell ran longer than --timeout (interrupted; if it could not be
-                    interrupted the kernel was killed and later cells score 0)
-  memory_limit      MemoryError or killed by the memory limit (--memory)
-  crashed           the kernel died (os._exit, segfault, killed itself); later cells score 0
-  forbidden_import  a forbidden library/reference model was imported; tests from that cell on score 0
-  tampering         the submission tries to change how it is graded; all tests score 0
-  wrong_assignment  the notebook belongs to another assignment; 0
-  invalid_notebook  empty, not JSON, or not a valid notebook; 0
-  error             the grader itself failed for this student (see results/<student>.json)
-"""
+STATUS_HELP = "statuses in grades.csv:\n" + "".join(
+    f"  {status:<18}" + text.replace("\n", "\n" + " " * 20) + "\n" for status, text in STATUSES.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m autograder`` (``demo`` is listed for --help; see autograder.__main__)."""
     p = argparse.ArgumentParser(prog="python -m autograder", description="mf-course autograder")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="release the course and grade pretend students (see autograder/demo.py)",
+    sub.add_parser("demo", help="release the course and grade pretend students (see autograder/course/demo.py)",
                    add_help=False)
     g = sub.add_parser("grade", help="grade a whole class in parallel, in a sandbox",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STATUS_HELP,
@@ -69,17 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``python -m autograder grade ...``; returns the exit status (1 if a student got ``error``)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["demo"]:
-        from .demo import main as demo_main
-
-        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "grade":
         if args.jobs < 1:
             print("error: --jobs must be >= 1", file=sys.stderr)
             return 2
-        opts = grademod.Options(
+        opts = Options(
             assignment=args.assignment, submissions=args.submissions, course_dir=args.course_dir,
             out_dir=args.out_dir, jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
             output_limit_mb=args.output_limit_mb, max_procs=args.max_procs, fsize_mb=args.fsize_mb,
@@ -88,7 +78,7 @@ def main(argv=None) -> int:
             allow_imports=args.allow_imports, students=args.students, force=args.force,
             keep_work=args.keep_work, verbose=not args.quiet)
         try:
-            summary = grademod.grade(opts)
+            summary = grade(opts)
         except KeyboardInterrupt:
             print("interrupted; finished grades are saved, rerun to continue", file=sys.stderr)
             return 130
@@ -103,6 +93,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())))
             print(f"-> {summary['out_dir']}/grades.csv")
         return 1 if summary["statuses"].get("error") else 0
+    print(f"error: run `python -m autograder {args.command}` (not through autograder.grading.cli)", file=sys.stderr)
     return 2
 
 

@@ -17,15 +17,14 @@ marker line::
 
 Command line::
 
-    python -m autograder.notebooks build [NAMES...]     # sources -> solutions/ (and execute)
-    python -m autograder.notebooks release [NAMES...]   # solutions/ -> assignments/ via nbgrader
+    python -m autograder.course.notebooks build [NAMES...]     # sources -> solutions/ (and execute)
+    python -m autograder.course.notebooks release [NAMES...]   # solutions/ -> assignments/ via nbgrader
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,11 @@ from pathlib import Path
 
 import nbformat
 
+from .files import ROOT, atomic_write
+
 __all__ = ["ROOT", "SOURCES", "ASSIGNMENTS", "parse_source", "build_notebook", "execute_notebook",
            "release", "solution_path", "release_path"]
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "course_src"
 ASSIGNMENTS = ["00-intro", "01-svd-sgd", "02-als", "03-bpr", "04-warp", "05-fm", "06-capstone"]
 
@@ -45,10 +45,12 @@ _KINDS = {"markdown", "code", "locked", "solution", "tests", "manual", "task"}
 
 
 def solution_path(name: str, root: Path = ROOT) -> Path:
+    """``root/solutions/NAME/NAME.ipynb``: the nbgrader source notebook (solutions + hidden tests)."""
     return root / "solutions" / name / f"{name}.ipynb"
 
 
 def release_path(name: str, root: Path = ROOT) -> Path:
+    """``root/assignments/NAME/NAME.ipynb``: the student version made by nbgrader."""
     return root / "assignments" / name / f"{name}.ipynb"
 
 
@@ -147,6 +149,7 @@ def execute_notebook(notebook: nbformat.NotebookNode, cwd: Path, timeout: int = 
 
 
 def build(names: list[str], execute: bool = True, root: Path = ROOT) -> None:
+    """Build (and by default execute) ``solutions/NAME/NAME.ipynb`` from ``course_src/NAME.py``."""
     for name in names:
         source = SOURCES / f"{name}.py"
         target = solution_path(name, root)
@@ -155,7 +158,8 @@ def build(names: list[str], execute: bool = True, root: Path = ROOT) -> None:
         if execute:
             print(f"executing {name} ...", flush=True)
             notebook = execute_notebook(notebook, target.parent)
-        _write_atomic(notebook, target)
+        text = nbformat.writes(notebook)
+        atomic_write(target, text if text.endswith("\n") else text + "\n")
         print(f"wrote {target.relative_to(root)}")
 
 
@@ -181,13 +185,8 @@ def tool_env() -> dict:
     return env
 
 
-def _write_atomic(notebook: nbformat.NotebookNode, target: Path) -> None:
-    tmp = target.with_suffix(".ipynb.tmp")
-    nbformat.write(notebook, tmp)
-    os.replace(tmp, target)
-
-
 def available(names: list[str] | None) -> list[str]:
+    """``names``, or every assignment with a source; exits if a named source does not exist."""
     names = names or [n for n in ASSIGNMENTS if (SOURCES / f"{n}.py").exists()]
     missing = [n for n in names if not (SOURCES / f"{n}.py").exists()]
     if missing:
@@ -196,7 +195,8 @@ def available(names: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m autograder.notebooks", description=__doc__,
+    """``python -m autograder.course.notebooks build|release [NAMES...]``."""
+    parser = argparse.ArgumentParser(prog="python -m autograder.course.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     build_parser = sub.add_parser("build", help="course_src/*.py -> solutions/ (executed)")

@@ -1,10 +1,10 @@
-"""Kernel-side guard: started as ``python -I -m autograder.kernel_guard -f CONNECTION_FILE``.
+"""Kernel-side guard: started as ``python -I -m autograder.grading.kernel_guard -f CONNECTION_FILE``.
 
 It runs inside the sandboxed kernel process, i.e. in the same process as the student's code, so
 everything here is *best effort* -- it raises the bar and catches the common ways of cheating, but a
 determined student who reads this (open-source) file can defeat it.  The real isolation lives in
-:mod:`autograder.sandbox` (separate user, namespaces, rlimits); the static scan of the submission
-(:mod:`autograder.scan`) runs before the kernel starts.
+:mod:`autograder.grading.sandbox` (separate user, namespaces, rlimits); the static scan of the
+submission (:mod:`autograder.grading.scan`) runs before the kernel starts.
 
 What it does, before the IPython kernel starts:
 
@@ -16,7 +16,9 @@ What it does, before the IPython kernel starts:
   forbidden modules (e.g. ``implicit``, ``mflib.models``, ``from mflib import ALS``) raise
   ``ImportError("[autograder] forbidden import ...")`` when they come from notebook code; the same
   modules may still be imported by the course's own packages (``autograder.checks`` may use the
-  reference models).  The grader turns these errors into status ``forbidden_import``.
+  reference models).  The grader turns these errors into status ``forbidden_import``.  Which names
+  are forbidden is decided by :class:`autograder.grading.policy.ImportPolicy`, the matcher the
+  static scan uses too (this module and that one import only the standard library).
 * **Tamper detection.**  Identities of the check functions (``numpy.allclose``, ``numpy.testing``,
   ``math.isclose``, builtins, everything in ``autograder.*``/``mflib.*``), of the IPython
   machinery that runs cells and reports errors, and of the names the instructor's cells import are
@@ -32,14 +34,14 @@ import json
 import os
 import sys
 
+from autograder.grading.policy import ImportPolicy
+
 MARK = "[autograder] forbidden import"
 
 _cfg: dict = {}
 _trusted_roots: tuple[str, ...] = ()
 _transparent_files: tuple[str, ...] = ()
-_forbid: list[str] = []
-_allow: list[str] = []
-_lazy: dict[str, str] = {}
+_policy = ImportPolicy()
 _watch: list[str] = []
 _snap: dict[str, tuple] = {}        # module name -> (module, {attr: (obj, code)})
 _classes: dict[str, tuple] = {}     # "module.Class" -> (cls, {attr: obj})
@@ -77,36 +79,9 @@ def _trusted_dir(path) -> bool:
     return isinstance(path, str) and os.path.isabs(path) and (path.rstrip("/") + "/").startswith(_trusted_roots)
 
 
-def _match(name: str, entries) -> str | None:
-    best = None
-    for e in entries:
-        if name == e or name.startswith(e + "."):
-            if best is None or len(e) > len(best):
-                best = e
-    return best
-
-
 def is_forbidden(name: str) -> bool:
-    name = _lazy.get(name, name)
-    f = _match(name, _forbid)
-    if f is None:
-        return False
-    if any(a.startswith(name + ".") for a in _allow):
-        return False  # a parent package of an allowed module must be importable
-    a = _match(name, _allow)
-    return a is None or len(a) < len(f)
-
-
-def _forbidden_names(name: str, fromlist) -> list[str]:
-    hits = []
-    if is_forbidden(name):
-        hits.append(name)
-    for item in fromlist or ():
-        if item == "*":
-            hits += [k for k in _lazy if k.startswith(name + ".") and is_forbidden(k)]
-        elif isinstance(item, str) and is_forbidden(f"{name}.{item}"):
-            hits.append(f"{name}.{item}")
-    return hits
+    """Is the dotted ``name`` (a module or a lazy attribute such as ``mflib.ALS``) forbidden?"""
+    return _policy.forbidden(name)
 
 
 def _refuse(names):
@@ -115,10 +90,11 @@ def _refuse(names):
 
 
 def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if level == 0 and _forbid:
+    """``builtins.__import__`` in the kernel: refuses forbidden names imported by notebook code."""
+    if level == 0 and _policy.forbid:
         caller = sys._getframe(1).f_code.co_filename
         if not _trusted_file(caller):
-            hits = _forbidden_names(name, fromlist)
+            hits = _policy.forbidden_names(name, fromlist)
             if hits:
                 _refuse(hits)
     module = _real_import(name, globals, locals, fromlist, level)
@@ -131,7 +107,7 @@ class TrustedFinder(importlib.abc.MetaPathFinder):
     """First on sys.meta_path: trusted locations win; forbidden modules refused for notebook code."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if _forbid and is_forbidden(fullname) and _importer_is_notebook(2):
+        if _policy.forbid and is_forbidden(fullname) and _importer_is_notebook(2):
             _refuse([fullname])
         if path is None:  # top-level module: the normal finders, minus untrusted sys.path entries
             trusted = [p for p in sys.path if _trusted_dir(p)]
@@ -369,7 +345,8 @@ def _limit_output(app, limit: int):
 # --- set up and start the kernel -----------------------------------------------------------------
 
 def install(cfg: dict):
-    global _cfg, _trusted_roots, _transparent_files, _forbid, _allow, _lazy, _watch, _finder
+    """Install the import guard and take the first snapshots (``cfg``: see the module docstring)."""
+    global _cfg, _trusted_roots, _transparent_files, _policy, _watch, _finder
     _cfg = cfg
     roots = set()
     for p in cfg.get("trusted_roots", []) + [sys.prefix, sys.base_prefix, sys.exec_prefix]:
@@ -378,9 +355,8 @@ def install(cfg: dict):
             roots.add(os.path.realpath(p).rstrip("/") + "/")
     _trusted_roots = tuple(sorted(roots))
     _transparent_files = tuple(cfg.get("transparent_files", []))
-    _forbid = list(cfg.get("forbid", []))
-    _allow = list(cfg.get("allow", []))
-    _lazy = dict(cfg.get("lazy", {}))
+    _policy = ImportPolicy(forbid=list(cfg.get("forbid", [])), allow=list(cfg.get("allow", [])),
+                           lazy=dict(cfg.get("lazy", {})))
     _watch = list(cfg.get("watch", []))
     sys.dont_write_bytecode = True
     _finder = TrustedFinder()
@@ -395,6 +371,7 @@ def install(cfg: dict):
 
 
 def run(argv=None):
+    """Read the guard's settings from ``MF_GUARD``, install the guard, then start the IPython kernel."""
     cfg = json.loads(os.environ.pop("MF_GUARD", "{}") or "{}")
     cwd = os.getcwd()
     sys.path[:] = [p for p in sys.path if p not in ("", cwd)]  # added back by IPython
@@ -411,6 +388,6 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    from autograder import kernel_guard as _guard  # state must live in the importable module
+    from autograder.grading import kernel_guard as _guard  # state must live in the importable module
 
     _guard.run()

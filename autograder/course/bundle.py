@@ -1,15 +1,16 @@
 """Build the student bundle: everything a student needs, nothing that gives the answers away.
 
-    python -m autograder.bundle                       # -> dist/mf-course-student/ and dist/mf-course-student.zip
-    python -m autograder.bundle --out /tmp/handout --no-zip
+    python -m autograder.course.bundle                # -> dist/mf-course-student/ and dist/mf-course-student.zip
+    python -m autograder.course.bundle --out /tmp/handout --no-zip
 
 The bundle holds
 
 * ``assignments/`` — the released notebooks (solutions and hidden tests stripped by nbgrader);
-* ``mflib/`` — the library *without* the reference models ``mflib/models/{als,bpr,warp,svd,fm}.py``
-  (data loading, splits, metrics, evaluation, retrieval, gradcheck, display, popularity stay);
-* ``autograder/`` — only ``__init__.py`` (``setup_notebook``), ``checks.py`` and ``feedback.py``, so the
-  visible test cells run;
+* ``mflib/`` — the library *without* the reference solutions: the files of
+  :func:`mflib.models.registry.reference_source_paths` (data loading, splits, metrics, evaluation,
+  retrieval, gradcheck, display, the model base classes and the popularity baseline stay);
+* ``autograder/`` — the package without its instructor-side folders ``course/`` and ``grading/``, i.e.
+  ``setup_notebook``, the checks and their messages, so the visible test cells run;
 * ``environment.yml``, ``pyproject.toml`` and a student ``README.md``.
 
 Every text file is scanned before it is written: a file containing an nbgrader solution or hidden-test
@@ -23,12 +24,14 @@ import shutil
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from mflib.models.registry import reference_source_paths
 
-__all__ = ["build_bundle", "REFERENCE_MODULES", "BundleError"]
+from .files import ROOT
 
-REFERENCE_MODULES = tuple(f"mflib/models/{name}.py" for name in ("als", "bpr", "warp", "svd", "fm"))
-AUTOGRADER_FILES = ("__init__.py", "checks.py", "feedback.py")
+__all__ = ["build_bundle", "REFERENCE_MODULES", "INSTRUCTOR_PACKAGES", "BundleError"]
+
+REFERENCE_MODULES = reference_source_paths()   # mflib/models/als.py, ...: never in the bundle
+INSTRUCTOR_PACKAGES = ("course", "grading")    # autograder's instructor-side subpackages: never in the bundle
 # Spelled in two pieces so that this file itself never contains the markers it looks for.
 _MARKERS = tuple(("BEGIN " + word, "END " + word) for word in ("SOLUTION", "HIDDEN TESTS"))
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.egg-info")
@@ -73,16 +76,13 @@ The reference models (`mflib.ALS`, `mflib.BPR`, ...) are not part of this bundle
 
 
 def _environment_yml(root: Path) -> str:
+    """environment.yml of the course, else one made from pyproject.toml's dependencies."""
     path = root / "environment.yml"
     if path.exists():
         return path.read_text()
-    try:
-        import tomllib
+    import tomllib
 
-        dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
-    except Exception:
-        dependencies = ["numpy", "scipy", "pandas", "implicit", "faiss-cpu", "matplotlib", "tqdm",
-                        "jupyterlab", "nbgrader", "pooch", "threadpoolctl"]
+    dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     lines = ["name: mf-course", "channels:", "  - conda-forge", "dependencies:", "  - python>=3.11", "  - pip",
              "  - pip:"]
     lines += [f"      - {dependency}" for dependency in dependencies]
@@ -107,14 +107,13 @@ def build_bundle(out: str | Path = ROOT / "dist" / "mf-course-student", root: Pa
     releases = sorted((root / "assignments").glob("*/*.ipynb"))
     if not releases:
         raise BundleError(f"no released notebooks in {root / 'assignments'}: run "
-                          "`python -m autograder.notebooks release` first")
+                          "`python -m autograder.course.notebooks release` first")
     shutil.copytree(root / "assignments", out / "assignments", ignore=_SKIP)
     shutil.copytree(root / "mflib", out / "mflib", ignore=_SKIP)
     for module in REFERENCE_MODULES:
         (out / module).unlink(missing_ok=True)
-    (out / "autograder").mkdir()
-    for name in AUTOGRADER_FILES:
-        shutil.copy(root / "autograder" / name, out / "autograder" / name)
+    shutil.copytree(root / "autograder", out / "autograder",
+                    ignore=shutil.ignore_patterns(*INSTRUCTOR_PACKAGES, "__pycache__", "*.pyc"))
     shutil.copy(root / "pyproject.toml", out / "pyproject.toml")
     (out / "environment.yml").write_text(_environment_yml(root))
     (out / "README.md").write_text(STUDENT_README)
@@ -127,8 +126,9 @@ def build_bundle(out: str | Path = ROOT / "dist" / "mf-course-student", root: Pa
         if path.is_file():
             _check_text(path.relative_to(out).as_posix(), path.read_bytes())
     leaked = [m for m in REFERENCE_MODULES if (out / m).exists()]
+    leaked += [f"autograder/{p}/" for p in INSTRUCTOR_PACKAGES if (out / "autograder" / p).exists()]
     if leaked:
-        raise BundleError(f"reference models in the bundle: {leaked}")
+        raise BundleError(f"reference models or instructor tools in the bundle: {leaked}")
     if make_zip:
         archive = out.with_suffix(".zip")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -139,7 +139,8 @@ def build_bundle(out: str | Path = ROOT / "dist" / "mf-course-student", root: Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m autograder.bundle",
+    """``python -m autograder.course.bundle [--out DIR] [--no-zip]``."""
+    parser = argparse.ArgumentParser(prog="python -m autograder.course.bundle",
                                      description=re.sub(r"\n\n.*", "", __doc__ or "", flags=re.S))
     parser.add_argument("--out", default=str(ROOT / "dist" / "mf-course-student"),
                         help="bundle folder (a .zip of the same name is written beside it)")

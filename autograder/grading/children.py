@@ -1,0 +1,103 @@
+"""Worker processes of a grading run, forked from a multiprocessing fork server.
+
+The fork server imports nbgrader & co. once (:data:`autograder.grading.worker.PRELOAD`), so a worker
+starts in milliseconds.  :meth:`Children.run` starts one worker on a job file, in its own process
+group with a clean environment rooted in a private folder, and waits for it under a wall-clock budget;
+:meth:`Children.kill_all` stops every running worker (Ctrl-C, SIGTERM).
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .worker import PRELOAD, child_main
+
+__all__ = ["Children", "killpg", "stop_forkserver"]
+
+
+def killpg(pid: int) -> None:
+    """SIGKILL the process group ``pid`` (gone already: nothing to do)."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop_forkserver() -> None:
+    """Stop multiprocessing's fork server (it would otherwise live as long as this process)."""
+    from multiprocessing import forkserver
+    server = getattr(forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
+
+
+def worker_env(private: Path) -> dict:
+    """The environment of a worker: PATH with this interpreter's bin/ first (nbgrader runs ``alembic``),
+    C.UTF-8, and HOME, Jupyter's and IPython's folders and TMPDIR inside ``private`` (created 0700)."""
+    env = {"PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(private / "home"),
+           "JUPYTER_PATH": str(private / "jupyter"), "JUPYTER_CONFIG_DIR": str(private / "jupyter_config"),
+           "JUPYTER_DATA_DIR": str(private / "jupyter_data"), "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
+           "JUPYTER_PLATFORM_DIRS": "1", "IPYTHONDIR": str(private / "ipython"),
+           "PYTHONDONTWRITEBYTECODE": "1", "MALLOC_ARENA_MAX": "2", "TMPDIR": str(private / "tmp")}
+    for d in ("home", "jupyter", "jupyter_config", "jupyter_data", "runtime", "ipython", "tmp"):
+        (private / d).mkdir(mode=0o700, exist_ok=True)
+    return env
+
+
+class Children:
+    """The workers of one grading run (thread-safe: one worker per slot at a time)."""
+
+    def __init__(self, memory_mb: int, stop: threading.Event):
+        self.memory_bytes = memory_mb * 2**20
+        self.stop = stop                        # set: every waiting run() returns "interrupted"
+        self.active: dict[int, multiprocessing.Process] = {}
+        self.lock = threading.Lock()
+        self.start_lock = threading.Lock()
+        self.mp = multiprocessing.get_context("forkserver")
+        self.mp.set_forkserver_preload(PRELOAD)
+
+    def run(self, job_path: Path, private: Path, cwd: Path, budget: float, log: Path,
+            slot: int | None = None) -> tuple[int | None, str | None]:
+        """Run the worker on ``job_path`` in ``cwd`` (stdout/stderr to ``log``); returns (exit code, why)
+        where why is None, ``"budget"`` (killed after ``budget`` s) or ``"interrupted"``."""
+        env = worker_env(private)
+        with self.start_lock:
+            proc = self.mp.Process(target=child_main, name="autograder-worker",
+                                   args=(str(job_path), env, str(cwd), str(log), self.memory_bytes))
+            proc.start()
+        if slot is not None:
+            with self.lock:
+                self.active[slot] = proc
+        started, why = time.monotonic(), None
+        try:
+            while proc.is_alive():
+                if self.stop.wait(0.1):
+                    why = "interrupted"
+                    break
+                if time.monotonic() - started > budget:
+                    why = "budget"
+                    break
+        finally:
+            if proc.is_alive():
+                killpg(proc.pid)
+                proc.kill()
+            proc.join()
+            if slot is not None:
+                with self.lock:
+                    self.active.pop(slot, None)
+        return proc.exitcode, why
+
+    def kill_all(self) -> None:
+        """SIGKILL the process group of every running worker."""
+        with self.lock:
+            procs = list(self.active.values())
+        for proc in procs:
+            killpg(proc.pid)
+

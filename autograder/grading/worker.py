@@ -1,0 +1,233 @@
+"""The grading worker: the one process that runs nbgrader, for the template or for one student.
+
+Entry points (both read a job file and write the answer file the job names):
+
+* :func:`child_main` -- a worker forked from the supervisor's fork server (nbgrader already imported);
+* ``python -I -m autograder.grading.worker JOB_FILE`` -- the same by hand (debugging).
+
+A :class:`~autograder.grading.types.PrepareJob` runs ``nbgrader generate_assignment`` in a private
+course folder (the template: gradebook with the hidden tests + release version).  A
+:class:`~autograder.grading.types.Job` runs nbgrader's autograde with
+:class:`~autograder.grading.executor.SandboxedExecute` in the student's private copy of the template,
+reads the scores back from the gradebook, decides with :func:`~autograder.grading.verdict.verdict`,
+writes the zeros of that verdict back to the gradebook (so the feedback shows the same numbers) and
+renders the feedback page.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..course.files import atomic_write
+from .options import load_course_config, config_value
+from .render import inject_banner, simple_feedback
+from .types import Job, PrepareJob, PrepareResult, Result
+from .verdict import GradebookScore, verdict
+
+__all__ = ["KERNEL_NAME", "PRELOAD", "nbgrader_config", "prepare", "grade", "run_job", "child_main", "main"]
+
+KERNEL_NAME = "mf-sandbox"
+# imported once by the fork server, so that every worker starts with them loaded
+PRELOAD = ["autograder.grading.worker", "autograder.grading.executor", "autograder.grading.scan",
+           "nbgrader.apps.api", "nbgrader.api", "nbconvert.exporters.html", "jupyter_client.manager", "nbclient"]
+
+
+def nbgrader_config(job: PrepareJob | Job):
+    """traitlets Config for nbgrader in the private course folder of ``job``."""
+    from nbgrader.converters.autograde import Autograde
+    from nbgrader.preprocessors import Execute
+
+    from .executor import SandboxedExecute
+
+    cfg = load_course_config(Path(job.course_dir))
+    root = job.root
+    cfg.CourseDirectory.root = root
+    cfg.CourseDirectory.db_url = "sqlite:///" + os.path.join(root, "gradebook.db")
+    cfg.CourseDirectory.source_directory = job.source_directory
+    cfg.CourseDirectory.release_directory = job.release_directory
+    cfg.CourseDirectory.submitted_directory = "submitted"
+    cfg.CourseDirectory.autograded_directory = "autograded"
+    cfg.CourseDirectory.feedback_directory = "feedback"
+    cfg.CourseDirectory.groupshared = False
+    if isinstance(job, Job):
+        for section in ("Execute", "SandboxedExecute"):
+            cfg[section].timeout = int(job.timeout)
+            cfg[section].interrupt_on_timeout = True
+            cfg[section].raise_on_iopub_timeout = False
+            cfg[section].startup_timeout = 90
+            cfg[section].kernel_name = KERNEL_NAME
+        cfg.SandboxedExecute.sandbox_kernel = KERNEL_NAME
+        cfg.SandboxedExecute.events_file = job.events_file
+        cfg.SandboxedExecute.output_limit = int(job.output_limit)
+        cfg.SandboxKernelManager.max_message_bytes = max(4 * int(job.output_limit), 32 * 2**20)
+        cfg.KernelManager.transport = "ipc"
+        cfg.KernelManager.ip = job.ipc_path
+        cfg.KernelManager.shutdown_wait_time = 3.0
+        cfg.OverwriteCells.add_missing_cells = False  # done (robustly) by notebook.sanitize
+        current = config_value(cfg, "Autograde", "autograde_preprocessors",
+                               list(Autograde.class_traits()["autograde_preprocessors"].default()))
+        cfg.Autograde.autograde_preprocessors = [SandboxedExecute if p is Execute or p == "Execute" else p
+                                                 for p in current]
+    return cfg
+
+
+def _api(job: PrepareJob | Job):
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    cfg = nbgrader_config(job)
+    return NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+
+
+def prepare(job: PrepareJob) -> PrepareResult:
+    """The template: nbgrader generate_assignment in the private course folder -> gradebook + release."""
+    out = PrepareResult()
+    try:
+        r = _api(job).generate_assignment(job.assignment, force=True, create=True)
+        out = PrepareResult(success=bool(r.get("success")), log=r.get("log", "")[-20000:], error=r.get("error", ""))
+        if job.mplconfig:  # prebuild matplotlib's font cache once (else: stderr in a test)
+            env = dict(os.environ, MPLCONFIGDIR=job.mplconfig)
+            subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"], env=env,
+                           capture_output=True, timeout=300, cwd="/")
+    except Exception:  # noqa: BLE001 - reported to the supervisor, which stops the run
+        out.error = traceback.format_exc()
+    return out
+
+
+def _read_events(path) -> list:
+    events = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return events
+
+
+def _oom_count(memory_dir) -> int:
+    if not memory_dir:
+        return 0
+    for name in ("memory.oom_control", "memory.events"):
+        p = Path(memory_dir) / name
+        if p.exists():
+            try:
+                d = dict(line.split() for line in p.read_text().splitlines())
+                return int(d.get("oom_kill", 0))
+            except (OSError, ValueError):
+                return 0
+    return 0
+
+
+def grade(job: Job) -> Result:
+    """Autograde one student (see the module docstring); writes the feedback page to ``job.feedback``."""
+    from nbgrader.api import Gradebook
+    import nbformat
+
+    a, sid, nbname = job.assignment, job.student, job.notebook
+    root = Path(job.root)
+    started = time.monotonic()
+    api = _api(job)
+    r = api.autograde(a, sid, force=True, create=True)
+    print(f"[autograder] autograde took {time.monotonic() - started:.2f} s", file=sys.stderr, flush=True)
+    events = _read_events(job.events_file)
+    oom = _oom_count(job.memory_cgroup)
+    autograded = root / "autograded" / sid / a / f"{nbname}.ipynb"
+    if not r.get("success") or not autograded.exists():
+        err = (r.get("error") or r.get("log") or "").strip().splitlines()
+        return Result(status="error", reason="nbgrader autograde failed: " + (err[-1] if err else "?")[:300],
+                      details={"log": (r.get("log") or "")[-5000:], "events": events})
+    nb = nbformat.read(str(autograded), as_version=4)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        sub = gb.find_submission_notebook(nbname, a, sid)
+        raw = [GradebookScore(g.name, g.manual_score if g.manual_score is not None else g.auto_score,
+                              g.extra_credit, float(g.max_score)) for g in sub.grades]
+        result = verdict(events, raw, nb, job, oom)
+        zeroed = set(result.details.get("zeroed", ()))
+        for g in sub.grades:
+            if g.name in zeroed:
+                g.manual_score, g.extra_credit = 0.0, None
+        if zeroed:
+            gb.db.commit()
+    fr = api.generate_feedback(a, sid, force=True)
+    html_path = root / "feedback" / sid / a / f"{nbname}.html"
+    if fr.get("success") and html_path.exists():
+        page = html_path.read_text(encoding="utf-8", errors="replace")
+        Path(job.feedback).write_text(inject_banner(page, result), encoding="utf-8")
+    else:
+        Path(job.feedback).write_text(simple_feedback(sid, a, result), encoding="utf-8")
+        result.details["feedback_error"] = (fr.get("error") or "")[-2000:]
+    return result
+
+
+def run_job(job_path: str) -> int:
+    """Run the job in ``job_path`` (its ``kind`` says which) and write its answer; exit status."""
+    data = json.loads(Path(job_path).read_text())
+    kind = data.pop("kind")
+    if kind == "prepare":
+        job = PrepareJob(**data)
+        out = prepare(job)
+        atomic_write(Path(job.result), out.to_json())
+        return 0 if out.success else 1
+    job = Job(**data)
+    result = Result(reason="the grading worker failed")
+    try:
+        result = grade(job)
+    except Exception:  # noqa: BLE001 - one student's problem is reported in their result
+        result.reason = "internal grading error: " + traceback.format_exc().strip().splitlines()[-1][:300]
+        result.details = {"traceback": traceback.format_exc()[-5000:]}
+    atomic_write(Path(job.result), result.to_json(indent=1, sort_keys=True))
+    return 0
+
+
+def write_job(path: Path, job: PrepareJob | Job) -> None:
+    """Write ``job`` for :func:`run_job` (JSON with a ``kind`` key)."""
+    data = json.loads(job.to_json())
+    data["kind"] = "prepare" if isinstance(job, PrepareJob) else "grade"
+    Path(path).write_text(json.dumps(data))
+
+
+def child_main(job_path: str, env: dict, cwd: str, log_path: str, memory_bytes: int):
+    """Entry point of a worker forked from the fork server: own process group, stdout/stderr to
+    ``log_path``, rlimits, a clean environment; never returns."""
+    os.setsid()  # own process group: the parent can kill it and everything it started
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]  # nothing relative to the cwd
+    os.chdir(cwd)
+    rc = run_job(job_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+def main(argv=None) -> int:
+    """``python -I -m autograder.grading.worker JOB_FILE``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -I -m autograder.grading.worker JOB_FILE", file=sys.stderr)
+        return 2
+    return run_job(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

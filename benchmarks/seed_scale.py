@@ -1,0 +1,234 @@
+"""Seed-scale speed: the reference models on synthetic data the size of ml-latest and ML-20M.
+
+    .venv/bin/python benchmarks/seed_scale.py                          # every section
+    .venv/bin/python benchmarks/seed_scale.py --only fm --markdown seed_scale.md
+    .venv/bin/python benchmarks/seed_scale.py --only fm --sizes ml-20m --batch-size 16384
+
+Prints the machine (CPU model, cores, load average), Python / numpy / scipy versions and the BLAS library
+with its thread counts (``threadpoolctl``), then one table per section:
+
+* ``fm``: one epoch of :class:`mflib.FactorizationMachine` (user + item one-hot, k = 120, lazy Adam, float32,
+  all cores) next to the seed's figure (an FM with k = 120 on ml-latest: 590 s per epoch on a GPU), with the
+  peak memory of the process that trained it.
+
+Add a section by writing a function ``section_<name>(args) -> str`` (it returns its markdown and measures
+in a child process, see :func:`run_child`) and listing it in :data:`SECTIONS`.
+
+The data are synthetic, built in seconds by :func:`synthetic_ratings`: the numbers of users, items and
+ratings of the real set, user activity and item popularity with long tails (Zipf-Mandelbrot laws), rows
+grouped by user as in the GroupLens ``ratings.csv`` files. Every measurement runs in a fresh child process
+(``--child``), so its peak memory (``ru_maxrss``) is its own; the child runs with ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_L2_SIZE`` unset (they slow a current numpy on some virtual machines) and reports which BLAS
+kernel it loaded. Timings on a shared machine are noisy: the load average is printed with them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: (users, items, ratings) of the real data sets.
+SIZES = {"ml-latest": (283_228, 53_889, 27_753_444), "ml-20m": (138_493, 26_744, 20_000_263)}
+#: The seed project's figure this benchmark answers.
+SEED_FM_FIGURE = "590 s per epoch on a GPU (k = 120, ml-latest)"
+#: Zipf-Mandelbrot laws ``weight(rank) ~ (rank + q)^-a`` (rank from 1): users (a, q), items (a, q).
+USER_LAW, ITEM_LAW = (0.9, 100.0), (2.1, 300.0)
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+def _zipf_mandelbrot_ranks(rng, n: int, size: int, exponent: float, shift: float) -> np.ndarray:
+    """``size`` ranks in ``[0, n)`` with ``P(rank = r) ~ (r + 1 + shift)^-exponent``, by inverting the CDF
+    of the continuous law on ``[0, n)`` (vectorised float32: ``x^p`` as ``exp(p log x)``; exponent != 1)."""
+    low, high = (1 + shift) ** (1 - exponent), (n + 1 + shift) ** (1 - exponent)
+    base = rng.random(size, dtype=np.float32)
+    base *= np.float32(high - low)
+    base += np.float32(low)
+    np.log(base, out=base)
+    base *= np.float32(1 / (1 - exponent))
+    np.exp(base, out=base)
+    return np.clip(base - np.float32(1 + shift), 0, n - 1).astype(np.int32)
+
+
+def synthetic_ratings(n_users: int, n_items: int, n_ratings: int, random_state=0):
+    """``(users, items, ratings)``: int32, int32, float32 arrays of ``n_ratings`` synthetic ratings.
+
+    User activity and item popularity follow Zipf-Mandelbrot laws (:data:`USER_LAW`, :data:`ITEM_LAW`, ranks
+    shuffled over the ids); users' counts are one multinomial draw, and the rows are grouped by user (as in
+    ``ratings.csv``). Ratings are half stars in [0.5, 5] from ``3.5 + user bias + item bias + noise``.
+    A (user, item) pair may repeat (it does not matter for timing).
+    """
+    rng = np.random.default_rng(random_state)
+    user_weight = (np.arange(1, n_users + 1) + USER_LAW[1]) ** -USER_LAW[0]
+    counts = rng.multinomial(n_ratings, user_weight / user_weight.sum())
+    users = np.repeat(rng.permutation(n_users).astype(np.int32), counts)
+    items = rng.permutation(n_items).astype(np.int32)[_zipf_mandelbrot_ranks(rng, n_items, n_ratings, *ITEM_LAW)]
+    ratings = rng.standard_normal(n_ratings, dtype=np.float32)
+    ratings *= np.float32(0.9)
+    ratings += np.float32(3.5)
+    ratings += rng.normal(0.0, 0.4, n_users).astype(np.float32)[users]
+    ratings += rng.normal(0.0, 0.4, n_items).astype(np.float32)[items]
+    ratings *= 2
+    np.round(ratings, out=ratings)
+    ratings /= 2
+    np.clip(ratings, 0.5, 5.0, out=ratings)
+    return users, items, ratings
+
+
+def one_hot_rows(users, items, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The FM feature rows ``[user one-hot | item one-hot]`` (CSR float32, two stored values per row)."""
+    n = len(users)
+    indices = np.empty(2 * n, dtype=np.int32)
+    indices[0::2], indices[1::2] = users, n_users + items
+    indptr = np.arange(0, 2 * n + 1, 2, dtype=np.int64 if 2 * n >= 2 ** 31 else np.int32)
+    return sp.csr_matrix((np.ones(2 * n, np.float32), indices, indptr), shape=(n, n_users + n_items))
+
+
+# ---- machine ------------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's view of the loaded BLAS / OpenMP libraries: library, kernel, version, threads."""
+    from threadpoolctl import threadpool_info
+
+    return [{key: pool.get(key) for key in ("user_api", "internal_api", "architecture", "version", "num_threads",
+                                           "threading_layer")} for pool in threadpool_info()]
+
+
+def machine_markdown(blas: list[dict]) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [f"- CPU: {_cpu_model()}, {cores} cores available (os.cpu_count() = {os.cpu_count()})",
+             f"- load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+             f"- Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}",
+             f"- environment of the measuring processes: {', '.join(BLAS_ENV)} unset"]
+    for pool in blas:
+        lines.append(f"- {pool['user_api']}: {pool['internal_api']} {pool['version']}, kernel "
+                     f"{pool['architecture']}, {pool['num_threads']} threads ({pool['threading_layer']})")
+    return "\n".join(lines)
+
+
+# ---- measuring in a child process ---------------------------------------------------------------------------
+def run_child(section: str, **arguments) -> dict:
+    """Run ``measure_<section>(**arguments)`` in a fresh interpreter (BLAS variables unset) and return the
+    dict it prints as JSON. A failing child raises ``RuntimeError`` with its stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", section, json.dumps(arguments)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{section} measurement {arguments} failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure_blas() -> dict:
+    """The BLAS libraries a measuring process loads (numpy imported)."""
+    return {"blas": blas_info()}
+
+
+def measure_fm(size: str, factors: int, batch_size: int, num_threads: int, random_state: int = 0) -> dict:
+    """Generate ``size`` (a key of :data:`SIZES`), fit one FM epoch; times, peak memory, BLAS info."""
+    from mflib.models.fm import FactorizationMachine
+
+    n_users, n_items, n_ratings = SIZES[size]
+    start = time.perf_counter()
+    users, items, ratings = synthetic_ratings(n_users, n_items, n_ratings, random_state)
+    X = one_hot_rows(users, items, n_users, n_items)
+    del users, items
+    generate_s = time.perf_counter() - start
+    rss_before = _peak_rss_mib()
+    model = FactorizationMachine(factors=factors, iterations=1, batch_size=batch_size, num_threads=num_threads,
+                                 random_state=random_state)
+    tracemalloc.start()
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    model.fit(X, ratings)
+    epoch_s = time.perf_counter() - start
+    traced_peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    tracemalloc.stop()
+    return {"size": size, "users": n_users, "items": n_items, "ratings": n_ratings, "generate_s": generate_s,
+            "epoch_s": epoch_s, "train_mse": model.loss_history_[0], "peak_rss_mib": _peak_rss_mib(),
+            "rss_after_data_mib": rss_before, "fit_traced_peak_mib": traced_peak, "load_1min": load_before,
+            "load_after": os.getloadavg()[0], "threads": model.num_threads, "blas": blas_info()}
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+def section_fm(args) -> str:
+    rows = [run_child("fm", size=size, factors=args.factors, batch_size=args.batch_size,
+                      num_threads=args.num_threads) for size in args.sizes]
+    lines = [f"### Factorization machine, one epoch (user + item one-hot, k = {args.factors}, lazy Adam, "
+             f"batch {args.batch_size}, float32, num_threads = {args.num_threads or 'all cores'})", "",
+             "| data (synthetic, real sizes) | users | items | ratings | epoch | peak RSS | numpy peak in fit "
+             "| load avg (before, after) | seed's figure |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for row in rows:
+        seed = SEED_FM_FIGURE if row["size"] == "ml-latest" else ""
+        lines.append(f"| {row['size']} | {row['users']:,} | {row['items']:,} | {row['ratings']:,} | "
+                     f"**{row['epoch_s']:.1f} s** | {row['peak_rss_mib'] / 1024:.2f} GiB | "
+                     f"{row['fit_traced_peak_mib'] / 1024:.2f} GiB | {row['load_1min']:.2f}, "
+                     f"{row['load_after']:.2f} | {seed} |")
+    lines += ["", "Epoch = wall time of `FactorizationMachine(iterations=1).fit(X, y)` (initialisation "
+              "included); peak RSS = the measuring process's maximum resident memory (data included: the "
+              "feature rows take 12 bytes per stored value); numpy peak in fit = tracemalloc's peak during "
+              "`fit`. Data generated in "
+              + ", ".join(f"{row['generate_s']:.1f} s ({row['size']})" for row in rows) + "."]
+    return "\n".join(lines)
+
+
+#: ``--only`` choices, in the order they run. Add a section: ``"als": section_als``.
+SECTIONS = {"fm": section_fm}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append",
+                        help="run only this section (repeatable); default: all")
+    parser.add_argument("--markdown", metavar="OUT", type=Path, help="also write the report to this file")
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["ml-latest", "ml-20m"])
+    parser.add_argument("--factors", type=int, default=120)
+    parser.add_argument("--batch-size", type=int, default=65536)
+    parser.add_argument("--num-threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--child", nargs=2, metavar=("SECTION", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        measure = globals()[f"measure_{args.child[0]}"]
+        print(json.dumps(measure(**json.loads(args.child[1]))))
+        return 0
+    parts = ["## Seed-scale speed", "", machine_markdown(run_child("blas")["blas"])]
+    print("\n".join(parts), flush=True)
+    for name in args.only or list(SECTIONS):
+        text = SECTIONS[name](args)
+        print("\n" + text, flush=True)
+        parts += ["", text]
+    if args.markdown:
+        args.markdown.write_text("\n".join(parts) + "\n")
+        print(f"\n(written to {args.markdown})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

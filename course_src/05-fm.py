@@ -54,8 +54,8 @@ from mflib.gradcheck import check_gradients, relative_error
 
 # %% [markdown]
 # The data set this notebook loads. Everything below uses it, so `VARIANT = "1m"` runs the same notebook on
-# MovieLens 1M (a million ratings, downloaded once from GroupLens; its occupations are codes, see
-# Section 10). The text quotes the figures of 100K; grading always uses `"100k"`.
+# MovieLens 1M (a million ratings, downloaded once from GroupLens; it names its occupations differently,
+# see Section 10). The text quotes the figures of 100K; grading always uses `"100k"`.
 
 # %% [locked] id=variant
 VARIANT = "100k"
@@ -212,15 +212,32 @@ def pairwise_hint(fast, V, X):
     return "compare your formula with the boxed one, term by term"
 
 
-def pairwise_blame(what):
-    """None if your fm_pairwise is right on make_problem(0); else why `what`, which uses it, is wrong too."""
+def predict_by_definition(w0, w, V, X):
+    """w0 + X w + the naive pairwise sum: what fm_predict must return."""
+    return w0 + X @ w + naive_pairwise(V, X)
+
+
+def upstream_problem(what, *functions):
+    """None if each of `functions` ("fm_pairwise", "fm_predict") matches its definition on make_problem(0);
+    else a sentence saying that `what`, which uses it, cannot be right before it is."""
     p, X, _ = make_problem(0)
-    fast = np.asarray(fm_pairwise(p["V"], X))
-    if fast.shape == (X.shape[0],) and relative_error(fast, naive_pairwise(p["V"], X)) < 1e-10:
-        return None
-    problem = (pairwise_hint(fast, p["V"], X) if fast.shape == (X.shape[0],)
-               else f"it returns shape {fast.shape} instead of ({X.shape[0]},)")
-    return f"{what} uses your fm_pairwise, which is wrong ({problem}): fix fm_pairwise first (Exercise 1)"
+    for name in functions:
+        if name == "fm_pairwise":
+            mine, correct = np.asarray(fm_pairwise(p["V"], X)), naive_pairwise(p["V"], X)
+        else:
+            mine = np.asarray(fm_predict(p["w0"], p["w"], p["V"], X))
+            correct = predict_by_definition(p["w0"], p["w"], p["V"], X)
+        if mine.shape != correct.shape:
+            problem = f"it returns shape {mine.shape} instead of {correct.shape}"
+        elif relative_error(mine, correct) >= 1e-10:
+            problem = (pairwise_hint(mine, p["V"], X) if name == "fm_pairwise" else
+                       f"it differs from w0 + X @ w + pairwise(V, X) on a small problem (relative error "
+                       f"{relative_error(mine, correct):.2g})")
+        else:
+            continue
+        exercise = {"fm_pairwise": 1, "fm_predict": 2}[name]
+        return f"{what} uses your {name}, which is wrong ({problem}): fix {name} first (Exercise {exercise})"
+    return None
 
 # %% [tests] id=test_fm_pairwise points=2
 params, X_small, _ = make_problem(0)
@@ -285,7 +302,7 @@ fm_values = np.asarray(fm_predict(3.5, w_mf, V_mf, X_mf))
 print("FM on (user, item) one-hots:", fm_values.round(4))
 print("biased MF w0 + w_u + w_i + <v_u, v_i>:", mf.round(4), "(must be the same)")
 assert fm_values.shape == (4,), f"fm_predict must return one prediction per row of X, shape (4,); got {fm_values.shape}"
-assert np.allclose(fm_values, mf), pairwise_blame("fm_predict") or (
+assert np.allclose(fm_values, mf), upstream_problem("fm_predict", "fm_pairwise") or (
     "with only a user and an item one-hot, the FM must equal biased MF w0 + w_u + w_i + <v_u, v_i>: did you "
     "add w0 and the linear term X @ w?")
 low = np.asarray(fm_predict(-10.0, w_mf, V_mf, X_mf))
@@ -342,11 +359,15 @@ no_penalty = fm_loss(3.0, w_two, V_two, X_two, np.array([3.0, 5.0]), 0.0, 0.0)
 value = fm_loss(3.0, w_two, V_two, X_two, np.array([3.0, 5.0]), 0.1, np.array([0.01, 0.02]))
 print(f"loss without penalty = {no_penalty:.4f} (correct: mean of 0.25 and 0.25 = 0.2500)")
 print(f"loss with penalty    = {value:.4f} (correct: 0.25 + 0.1 * 1.25 + 0.01 * 1 + 0.02 * 5 = 0.4850)")
-assert abs(no_penalty - 0.25) < 1e-9, pairwise_blame("fm_loss (through fm_predict)") or (
+assert abs(no_penalty - 0.25) < 1e-9, upstream_problem("fm_loss", "fm_pairwise", "fm_predict") or (
     f"without penalty the loss is the MEAN squared error over the batch, 0.25; got {no_penalty}")
 assert abs(value - 0.485) < 1e-9, (
     f"loss {value}, expected 0.485: add reg_w * sum of w_j^2 and the regularization of the factors, "
     "reg_V[j] * |v_j|^2 summed over the features (reg_V may be one value per feature)")
+far = fm_loss(-10.0, w_two, V_two, X_two, np.array([3.0, 5.0]), 0.0, 0.0)  # y_hat = (-9.5, -8.5)
+assert abs(far - 169.25) < 1e-9, upstream_problem("fm_loss", "fm_pairwise", "fm_predict") or (
+    f"with w0 = -10 the loss is mean((-9.5 - 3)^2, (-8.5 - 5)^2) = 169.25; got {far}: use the raw "
+    "(unclipped) predictions")
 ### BEGIN HIDDEN TESTS
 from mflib.models import fm as reference
 
@@ -431,10 +452,22 @@ def grad_fn(p):
 
 
 print(check_gradients(loss_fn, grad_fn, params))
-# fm_loss is built on your fm_pairwise: if that is wrong, the check says so rather than blame the gradient
+
+
+def pairwise_inputs(seed):
+    p, X, _ = make_problem(seed)
+    return (p["V"], X)
+
+
+def predict_inputs(seed):
+    p, X, _ = make_problem(seed)
+    return (p["w0"], p["w"], p["V"], X)
+
+
+# fm_loss is built on your fm_predict and fm_pairwise: if one of them is wrong, the check says so
 check_gradient(loss_fn, grad_fn, lambda seed: make_problem(seed)[0], name="fm_gradients",
-               depends_on={"fm_pairwise": (fm_pairwise, naive_pairwise,
-                                           lambda seed: (make_problem(seed)[0]["V"], make_problem(seed)[1]))})
+               depends_on={"fm_pairwise": (fm_pairwise, naive_pairwise, pairwise_inputs),
+                           "fm_predict": (fm_predict, predict_by_definition, predict_inputs)})
 ### BEGIN HIDDEN TESTS
 from mflib.models import fm as reference
 
@@ -689,15 +722,15 @@ plt.show()
 # and `cold_start_rows` their sum, one row per film. Your `fm_predict` scores them:
 
 # %%
-# the occupation labels of the data set (ML-1M codes them 0-20: 4 = college/grad student, 13 = retired,
-# 6 = doctor/health care)
-OCCUPATION = ({"student": "4", "retired": "13", "healthcare": "6"} if VARIANT == "1m"
-              else {"student": "student", "retired": "retired", "healthcare": "healthcare"})
+# the occupation labels of the data set (ML-1M names its occupations differently from ML-100K)
+OCCUPATION = ({"student": "college/grad student", "retired": "retired", "healthcare": "doctor/health care"}
+              if VARIANT == "1m" else {"student": "student", "retired": "retired", "healthcare": "healthcare"})
 films = item_rows(space, ds)                                      # (films x n): item-side blocks only
 new_user = user_row(space, 25, "M", OCCUPATION["student"])        # (1 x n): user-side blocks only
 X_new = cold_start_rows(space, ds, 25, "M", OCCUPATION["student"])  # row i = films[i] + new_user
 scores_by_rows = fm_predict(params["w0"], params["w"], params["V"], X_new)
-print(f"{X_new.shape[0]:,} rows of {X_new.shape[1]:,} features, {X_new.nnz / X_new.shape[0]:.1f} non-zeros each")
+print(f"{X_new.shape[0]:,} rows of {X_new.shape[1]:,} features, {X_new.nnz / X_new.shape[0]:.1f} non-zeros each; "
+      f"his highest-scored film: {ds.title(int(np.argmax(scores_by_rows)))} ({np.max(scores_by_rows):.2f} stars)")
 pd.Series(new_user.data, index=[space.names[j] for j in new_user.indices], name="x_j").to_frame().T
 
 # %% [markdown]
@@ -761,10 +794,12 @@ user_vector, item_matrix = np.asarray(user_vector), np.asarray(item_matrix)
 assert user_vector.ndim == 1 and item_matrix.shape == (films.shape[0], len(user_vector)), (
     f"expected user_vector of shape (k + 2,) and item_matrix of shape (films, k + 2) = ({films.shape[0]}, "
     f"{len(user_vector)}); got {user_vector.shape} and {item_matrix.shape}")
-error = relative_error(item_matrix @ user_vector, scores_by_rows)
-print(f"item_matrix @ user_vector vs fm_predict on the cold-start rows: relative error {error:.1e} "
+# the definition of Exercise 2 on the rows user_row + item_features (your fm_pairwise, checked above)
+expected = params["w0"] + X_new @ params["w"] + np.asarray(fm_pairwise(params["V"], X_new))
+error = relative_error(item_matrix @ user_vector, expected)
+print(f"item_matrix @ user_vector vs w0 + X w + pairwise on the cold-start rows: relative error {error:.1e} "
       "(correct: < 1e-9)")
-assert error < 1e-9, pairwise_blame("fm_user_item_vectors") or (
+assert error < 1e-9, upstream_problem("fm_user_item_vectors", "fm_pairwise") or (
     f"item_matrix @ user_vector differs from fm_predict on the rows user_row + item_features (relative error "
     f"{error:.2g}): c_u = w0 + w.u + pairwise(u) pairs with the 1 of every film vector, c_i = w.z_i + "
     "pairwise(z_i) with the 1 of the user vector, and s(u) = u V with s(z_i) = z_i V")

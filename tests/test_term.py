@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from course_bugs import ROOT, load_corpus  # noqa: E402
 from grading_fixtures.course import make_course, student_notebook, write  # noqa: E402
 
-from autograder.grading import lms_export, merge as mergemod, report, shard  # noqa: E402
+from autograder.grading import report, shard  # noqa: E402
 from autograder.grading.discovery import Submission  # noqa: E402
 from autograder.grading.similarity import kgram_hashes, winnow  # noqa: E402
 from autograder.grading.types import Result  # noqa: E402
@@ -328,3 +328,309 @@ def test_export_prefers_a_final_column_and_reports_missing_output(tmp_path):
     assert {r["points"] for r in csv.DictReader(open(out / "lms" / "csv-ps1.csv"))} == {"2.5", ""}
     r = cli("export", "--lms", "canvas", tmp_path / "nothing", check=False)
     assert r.returncode == 2 and "grades.csv" in r.stderr
+
+
+# --- similarity ----------------------------------------------------------------------------------------
+
+def test_winnowing_guarantee_and_noise_threshold():
+    """A match of w + k - 1 tokens always shares a fingerprint; one of k - 1 tokens never does."""
+    k, w = 12, 8
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        for length, must_share in ((w + k - 1, True), (k - 1, False)):
+            common = rng.integers(1, 2**63, size=length, dtype=np.uint64)
+            a = np.concatenate([rng.integers(1, 2**63, size=rng.integers(0, 200), dtype=np.uint64), common,
+                                rng.integers(1, 2**63, size=rng.integers(0, 200), dtype=np.uint64)])
+            b = np.concatenate([rng.integers(1, 2**63, size=rng.integers(0, 200), dtype=np.uint64), common,
+                                rng.integers(1, 2**63, size=50, dtype=np.uint64)])
+            fps = []
+            for doc in (a, b):
+                h, _ = kgram_hashes(doc, np.zeros(len(doc), np.int64), k)
+                fps.append(set(h[winnow(h, np.zeros(len(h), np.int64), w)].tolist()))
+            assert bool(fps[0] & fps[1]) == must_share, (trial, length)
+
+
+KEEP = {"self", "np", "sp", "numpy", "scipy", "math"}
+
+
+def renamed_copy(source: str) -> str:
+    """What a student who copies does: every variable, parameter and function renamed consistently (names of
+    library keyword arguments and attributes kept, so the code still runs), functions of a cell in the
+    opposite order, every comment rewritten."""
+    import builtins
+    import keyword
+
+    blocks = re.split(r"\n(?=(?:def|class) )", source)
+    if sum(1 for b in blocks if re.match(r"(def|class) ", b)) >= 2:
+        source = "\n\n".join(b.rstrip("\n") for b in reversed(blocks)) + "\n"
+    toks = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    depth, plain = 0, set()
+    for i, t in enumerate(toks):
+        depth += t.string in "([{" if t.type == tokenize.OP else 0
+        depth -= t.string in ")]}" if t.type == tokenize.OP else 0
+        kwarg = depth > 0 and i + 1 < len(toks) and toks[i + 1].string == "="
+        if t.type == tokenize.NAME and not kwarg and not (i and toks[i - 1].string == "."):
+            plain.add(t.string)
+    keep = KEEP | set(keyword.kwlist) | set(dir(builtins))
+    out = []
+    for i, t in enumerate(toks):
+        if t.type == tokenize.NAME and t.string in plain and t.string not in keep \
+                and not (i and toks[i - 1].string == "."):
+            t = t._replace(string="r_" + hashlib.sha256(t.string.encode()).hexdigest()[:7])
+        elif t.type == tokenize.COMMENT:
+            t = t._replace(string="# my own comment")
+        out.append(t)
+    return tokenize.untokenize(out)
+
+
+def _answer_cells(nb) -> dict:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def _solution_region(source: str) -> list[str]:
+    m = re.search(r"### BEGIN SOLUTION\n(.*?)[ \t]*### END SOLUTION", source, re.S)
+    return [ln.strip() for ln in (m[1] if m else source).splitlines() if ln.strip()]
+
+
+def _pairs(report_dir: Path) -> dict:
+    with open(report_dir / "pairs.csv", newline="") as f:
+        return {frozenset((r["a"], r["b"])): float(r["similarity"]) for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("assignment", sorted(load_corpus()))
+def test_copies_score_high_and_independent_solutions_low(assignment, tmp_path):
+    """Per course assignment: `copy` (renamed_copy of every answer) vs `orig` (the instructor's answers), and
+    for each alternative of the corpus, `refN` vs `altN`: the released notebook with only that answer cell
+    filled, with the reference solution or with the alternative.  An alternative is *independent* when at most a
+    third of the reference's solution lines survive in it; those must score low."""
+    solution = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    release = nbformat.read(ROOT / "assignments" / assignment / f"{assignment}.ipynb", as_version=4)
+    answers = {gid: c.source for gid, c in _answer_cells(solution).items()}
+    subs = tmp_path / "subs"
+
+    def hand_in(name: str, sources: dict):
+        nb = nbformat.from_dict(json.loads(json.dumps(release)))
+        for gid, cell in _answer_cells(nb).items():
+            if gid in sources:
+                cell.source = sources[gid]
+        write(nb, subs / f"{name}_{assignment}.ipynb")
+
+    hand_in("orig", answers)
+    hand_in("copy", {gid: renamed_copy(src) for gid, src in answers.items()})
+    kept = {}
+    for i, alt in enumerate(load_corpus()[assignment]["alternatives"]):
+        ref = answers[alt["cell"]]
+        new = ref
+        for old, repl in alt["replace"]:
+            assert old in new, alt["name"]
+            new = new.replace(old, repl)
+        reference_lines = _solution_region(ref)
+        kept[i] = sum(ln in set(_solution_region(new)) for ln in reference_lines) / len(reference_lines)
+        hand_in(f"ref{i}", {alt["cell"]: ref})
+        hand_in(f"alt{i}", {alt["cell"]: new})
+    cli("similarity", assignment, subs, "--course-dir", ROOT, "--out", tmp_path / "report")
+    pairs = _pairs(tmp_path / "report")
+    copy = pairs.get(frozenset(("orig", "copy")), 0.0)
+    figures = []
+    for i, alt in enumerate(load_corpus()[assignment]["alternatives"]):
+        figures.append((alt["name"], kept[i], pairs.get(frozenset((f"ref{i}", f"alt{i}")), 0.0)))
+    print(f"\n{assignment}: copy {copy:.2f}; alternatives (share of the reference's lines kept -> similarity): "
+          + "; ".join(f"{name[:45]} ({k:.2f} -> {sim:.2f})" for name, k, sim in figures))
+    assert copy >= 0.8, copy
+    for name, k, sim in figures:
+        if k <= 1 / 3 + 1e-9:  # independent
+            assert sim <= 0.3, (name, sim)
+
+
+def test_blank_hand_ins_are_not_similar_and_the_report_is_inert(tmp_path):
+    """Untouched released notebooks share only base code (excluded); student code is escaped, the pages have no
+    script and say they are a signal, not a grade.  The test course has no release folder: the base is the
+    source notebook with its solutions removed."""
+    course = make_course(tmp_path / "course")
+    hostile = ("def add(a, b):\n    html = '</pre><script>alert(1)</script><img src=x onerror=alert(2)>'\n"
+               "    total = a + b  # <b>bold</b>\n    for step in range(3):\n        total = total + 0 * step\n"
+               "    return total")
+    subs = tmp_path / "subs"
+    stub = "\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    blank = {"add-solution": "def add(a, b):" + stub, "scale-solution": "def scale(xs, k):" + stub,
+             "mean-solution": "def mean(xs):" + stub}
+    for name in ("blank1", "blank2"):
+        write(student_notebook(blank), subs / f"{name}_ps1.ipynb")
+    for name in ("mal1", "mal2"):
+        write(student_notebook({"add-solution": hostile}), subs / f"{name}_ps1.ipynb")
+    r = cli("similarity", "ps1", subs, "--course-dir", course, "--out", tmp_path / "report")
+    pairs = _pairs(tmp_path / "report")
+    assert frozenset(("blank1", "blank2")) not in pairs
+    assert pairs[frozenset(("mal1", "mal2"))] == 1.0
+    assert "solutions replaced by nbgrader's stub" in r.stdout
+    pages = [tmp_path / "report" / "index.html", *sorted((tmp_path / "report" / "pairs").glob("*.html"))]
+    assert len(pages) >= 2
+    for page in pages:
+        text = page.read_text()
+        assert "<script" not in text.lower() and "<img" not in text.lower()
+        assert "default-src 'none'" in text and "never a grade change" in text
+    pair_page = pages[1].read_text()
+    assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in pair_page and "&lt;b&gt;bold&lt;/b&gt;" in pair_page
+    assert 'style="background:' in pair_page  # matched lines are highlighted
+
+
+# --- deploy files -----------------------------------------------------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_kubernetes_indexed_job():
+    yaml = pytest.importorskip("yaml")
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "grading-job.yaml").read_text()) if d]
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["apiVersion"] == "batch/v1"
+    spec = job["spec"]
+    n = spec["completions"]
+    assert spec["completionMode"] == "Indexed" and 1 <= spec["parallelism"] <= n
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    argv = container.get("command", []) + container["args"]  # no command: the image's tini entrypoint stays
+    assert argv[:4] == ["python", "-m", "autograder", "grade"]
+    assert argv[argv.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{n}"
+    out = argv[argv.index("--out") + 1]
+    assert out == "/data/out/shard-$(JOB_COMPLETION_INDEX)"
+    assert argv[argv.index("--isolation") + 1] == "namespace"
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"  # declared, so $(...) expands
+    sec = container["securityContext"]
+    assert sec["runAsUser"] == 0 and sec["allowPrivilegeEscalation"] is True and sec.get("privileged") is not True
+    assert {"SYS_ADMIN", "NET_ADMIN", "SETUID", "SETGID", "KILL"} <= set(sec["capabilities"]["add"])
+    assert sec["capabilities"]["drop"] == ["ALL"] and sec["appArmorProfile"]["type"] == "Unconfined"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    data = next(name for name, path in mounts.items() if path == "/data")
+    claim = volumes[data]["persistentVolumeClaim"]["claimName"]
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == claim and "ReadWriteMany" in pvc["spec"]["accessModes"]
+
+
+def test_slurm_array_job():
+    script = DEPLOY / "slurm" / "grade.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    array = re.search(r"^#SBATCH --array=0-(\d+)", text, re.M)
+    shards = re.search(r"^SHARDS=\$\{SHARDS:-(\d+)\}", text, re.M)
+    assert array and shards and int(array[1]) == int(shards[1]) - 1
+    assert '--shard "${SLURM_ARRAY_TASK_ID}/${SHARDS}"' in text and "--isolation namespace" in text
+    assert re.search(r"-m autograder merge", text) and re.search(r'--dependency="?afterok:', text)
+
+
+def test_containerfile_installs_the_course():
+    text = (DEPLOY / "Containerfile").read_text()
+    assert re.search(r"^FROM python:3\.11", text, re.M)
+    assert re.search(r"pip install[^\n]*-e \.", text) and "useradd" in text and "util-linux" in text
+
+
+# --- sharded grading through the real CLI, in the sandbox ------------------------------------------------
+
+GRADE_OPTS = ["--timeout", "5", "--memory", "1024", "--output-limit", "1", "--max-procs", "64",
+              "--isolation", "namespace", "--sandbox-user", USER_PREFIX, "-q"]
+CLASS = {  # file name -> (solutions changed)
+    "Ann Lee_111_assignsubmission_file_ps1.ipynb": {},
+    "Carla Diaz_555_assignsubmission_file_ps1.ipynb": {"mean-solution": "def mean(xs):\n    return 0"},
+    "bobsmith_12345_67890_ps1.ipynb": {},
+    "dora_LATE_222_333_ps1-1.ipynb": {"scale-solution": "def scale(xs, k):\n    raise ValueError('nope')"},
+    "alice_ps1.ipynb": {"add-solution": "def add(a, b):\n    return a - b"},
+    "erin_ps1.ipynb": {},
+}
+
+
+@pytest.fixture(scope="module")
+def term_run(tmp_path_factory):
+    """One course graded once on one machine and once as 3 shards (3 processes at the same time), then merged."""
+    if not _namespaces_work():
+        pytest.skip("needs root and Linux namespaces")
+    root = tmp_path_factory.mktemp("term")
+    course = make_course(root / "course")
+    subs = root / "subs"
+    for name, solutions in CLASS.items():
+        write(student_notebook(solutions), subs / name)
+    (subs / "notjson.ipynb").write_text("{ not json")
+    common = ["ps1", subs, "--course-dir", course, *GRADE_OPTS]
+    cli("grade", *common, "--out", root / "single", "--jobs", "2")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PATH=os.pathsep.join([str(Path(PY).parent), os.environ["PATH"]]))
+    procs = [subprocess.Popen([PY, "-m", "autograder", "grade", *map(str, common), "--shard", f"{k}/3",
+                               "--out", str(root / f"shard-{k}"), "--jobs", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, out + err
+    merged = cli("merge", *[root / f"shard-{k}" for k in range(3)], "--out", root / "merged")
+    return {"root": root, "course": course, "subs": subs, "single": root / "single", "merged": root / "merged",
+            "merge_stdout": merged.stdout}
+
+
+def _results(out: Path) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+
+
+@needs_sandbox
+def test_shards_then_merge_equal_one_run(term_run):
+    single, merged = term_run["single"], term_run["merged"]
+    assert (merged / "grades.csv").read_bytes() == (single / "grades.csv").read_bytes()
+    rows = list(csv.DictReader(open(single / "grades.csv")))
+    assert len(rows) == 7 and len({r["status"] for r in rows}) >= 2   # a real mix of grades
+    one, many = _results(single), _results(merged)
+    assert set(one) == set(many)
+    for student, r in one.items():
+        for key in ("status", "reason", "scores", "total", "max_total", "key", "submission", "submission_sha256"):
+            assert many[student][key] == r[key], (student, key)
+    assert sorted(p.name for p in (merged / "feedback").iterdir()) == sorted(p.name for p in (single / "feedback").iterdir())
+    shards = [shard.read_manifest(term_run["root"] / f"shard-{k}") for k in range(3)]
+    assert sorted(s for m in shards for s in m["students"]) == sorted(one)
+    assert all(m["complete"] and m["class_size"] == 7 for m in shards)
+
+
+@needs_sandbox
+def test_feedback_pages_are_those_of_one_run(term_run):
+    """Byte for byte, except what nbgrader itself makes different on every run (none in this course: the
+    comparison would show it)."""
+    for page in (term_run["single"] / "feedback").iterdir():
+        assert (term_run["merged"] / "feedback" / page.name).read_bytes() == page.read_bytes(), page.name
+
+
+@needs_sandbox
+def test_rerun_over_the_merged_output_reuses_every_grade(term_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(term_run["merged"], out)
+    r = cli("grade", "ps1", term_run["subs"], "--course-dir", term_run["course"], *GRADE_OPTS, "--out", out, "--json")
+    summary = json.loads(r.stdout)
+    assert summary["graded"] == 0 and summary["skipped"] == 7
+    assert (out / "grades.csv").read_bytes() == (term_run["single"] / "grades.csv").read_bytes()
+
+
+@needs_sandbox
+def test_shard_option_errors(term_run, tmp_path):
+    r = cli("grade", "ps1", term_run["subs"], "--course-dir", term_run["course"], "--shard", "3/3", "--out",
+            tmp_path / "x", check=False)
+    assert r.returncode == 2 and "0 <= K < N" in r.stderr
+    r = cli("merge", term_run["root"] / "shard-0", term_run["root"] / "shard-2", "--out", tmp_path / "m", check=False)
+    assert r.returncode == 2 and "shard(s) 1/3 missing" in r.stderr
+
+
+@needs_sandbox
+def test_export_of_the_merged_class(term_run, tmp_path):
+    merged = term_run["merged"]
+    cli("export", "--lms", "canvas", merged, "-o", tmp_path / "canvas.csv", check=False)
+    canvas = canvas_import((tmp_path / "canvas.csv").read_text())
+    grades = {r["student"]: r for r in csv.DictReader(open(merged / "grades.csv"))}
+    by_id = {s["id"]: s["grades"]["ps1"] for s in canvas["students"] if s["id"]}
+    assert set(by_id) == {12345, 222} and len(canvas["students"]) == 7
+    bob = next(s for s in grades if s.startswith("bobsmith"))
+    assert by_id[12345] == grades[bob]["total"]
+    cli("export", "--lms", "moodle", merged, "-o", tmp_path / "moodle.csv", check=False)
+    moodle = moodle_worksheet_import((tmp_path / "moodle.csv").read_text(), max_grade=5)
+    carla = next(s for s in grades if s.startswith("Carla"))
+    assert set(moodle["imported"]) == {"111", "555"} and moodle["imported"]["555"]["grade"] == float(grades[carla]["total"])
+    unmatched = {r["student"] for r in csv.DictReader(open(tmp_path / "moodle-unmatched.csv"))}
+    assert len(unmatched) == 5 and not unmatched & {s for s in grades if s.startswith(("Ann", "Carla"))}

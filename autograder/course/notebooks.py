@@ -38,7 +38,7 @@ __all__ = ["ROOT", "SOURCES", "ASSIGNMENTS", "parse_source", "build_notebook", "
            "release", "solution_path", "release_path"]
 
 SOURCES = ROOT / "course_src"
-ASSIGNMENTS = ["00-intro", "01-svd-sgd", "02-als", "03-bpr", "04-warp", "05-fm", "06-capstone"]
+ASSIGNMENTS = ["00-intro", "01-svd-sgd", "02-als", "03-bpr", "04-warp", "05-fm", "06-capstone", "07-beyond"]
 
 _MARKER = re.compile(r"^# %%(?:\s*\[(?P<kind>\w+)\])?(?P<attrs>.*)$")
 _KINDS = {"markdown", "code", "locked", "solution", "tests", "manual", "task"}

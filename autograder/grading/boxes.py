@@ -167,11 +167,13 @@ class Boxes:
 
     def _guard_config(self, ro_paths) -> dict:
         rt = runtime_policy(self.template.ref, self.assignment.policy)
+        # ``mflib.ALS`` imports the model inside ``mflib.__getattr__``: that import is the notebook's
+        # (mflib's own module-level code, e.g. probing which models are installed, is not)
         transparent = []
         spec = importlib.util.find_spec("mflib")
         if spec is not None and spec.origin:
-            transparent += [spec.origin, os.path.realpath(spec.origin)]
-        return {"trusted_roots": ro_paths, "transparent_files": transparent, **rt,
+            transparent += [[spec.origin, "__getattr__"], [os.path.realpath(spec.origin), "__getattr__"]]
+        return {"trusted_roots": ro_paths, "transparent_functions": transparent, **rt,
                 "watch": ["builtins", "math", "numpy", "numpy.testing", "autograder.*", "mflib.*"],
                 "preload": ["numpy", "numpy.testing"],
                 "output_limit": self.opts.output_limit}

@@ -7,13 +7,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 from .options import Options
+from .shard import parse_spec
 from .supervisor import grade
 from .types import STATUSES
 
+TERM_COMMANDS = {  # command -> (module with main(argv), help)
+    "merge": ("autograder.grading.merge", "merge the outputs of `grade --shard K/N` into one run's output"),
+    "export": ("autograder.grading.lms_export", "write grades.csv as Canvas / Moodle / plain CSV for the LMS"),
+    "similarity": ("autograder.grading.similarity", "report submissions that look alike (for a human, never a grade)"),
+}
 STATUS_HELP = "statuses in grades.csv:\n" + "".join(
     f"  {status:<18}" + text.replace("\n", "\n" + " " * 20) + "\n" for status, text in STATUSES.items())
 
@@ -58,13 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-work", action="store_true", help="keep the private work folders (debugging)")
     g.add_argument("--quiet", "-q", action="store_true")
     g.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    g.add_argument("--shard", metavar="K/N", help="grade only shard K (0-based) of N into --out; join the N "
+                                                  "outputs with `merge` (deploy/README.md)")
+    for name, (_, text) in TERM_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
 def main(argv=None) -> int:
     """Run ``python -m autograder grade ...``; returns the exit status (1 if a student got ``error``)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in TERM_COMMANDS:
+        return importlib.import_module(TERM_COMMANDS[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "grade" and args.shard:
+        try:
+            parse_spec(args.shard)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command == "grade":
         if args.jobs < 1:
             print("error: --jobs must be >= 1", file=sys.stderr)
@@ -76,7 +95,7 @@ def main(argv=None) -> int:
             disk_mb=args.disk_mb, cpus=args.cpus, isolation=args.isolation, user_prefix=args.user_prefix,
             allow_paths=args.allow_paths, forbid_imports=args.forbid_imports,
             allow_imports=args.allow_imports, students=args.students, force=args.force,
-            keep_work=args.keep_work, verbose=not args.quiet)
+            keep_work=args.keep_work, verbose=not args.quiet, shard=args.shard)
         try:
             summary = grade(opts)
         except KeyboardInterrupt:

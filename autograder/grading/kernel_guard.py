@@ -40,7 +40,7 @@ MARK = "[autograder] forbidden import"
 
 _cfg: dict = {}
 _trusted_roots: tuple[str, ...] = ()
-_transparent_files: tuple[str, ...] = ()
+_transparent_functions: frozenset = frozenset()  # {(file, function name)}
 _policy = ImportPolicy()
 _watch: list[str] = []
 _snap: dict[str, tuple] = {}        # module name -> (module, {attr: (obj, code)})
@@ -48,6 +48,7 @@ _classes: dict[str, tuple] = {}     # "module.Class" -> (cls, {attr: obj})
 _shell_snap: dict = {}
 _real_import = builtins.__import__
 _seen_modules = 0
+_unwatched: set = set()        # module names that _watched() rejected
 _finder = None
 _problems: list[str] = []
 
@@ -68,7 +69,7 @@ def _importer_is_notebook(depth: int = 2) -> bool:
     while f is not None:
         fn = f.f_code.co_filename
         if fn.startswith("<frozen importlib") or fn.endswith(("/importlib/__init__.py",)) \
-                or fn in _transparent_files or fn == __file__:
+                or (fn, f.f_code.co_name) in _transparent_functions or fn == __file__:
             f = f.f_back
             continue
         return not _trusted_file(fn)
@@ -171,8 +172,14 @@ def _snapshot_module(name, module):
 
 def _snapshot_new_modules():
     global _seen_modules
-    for name, module in list(sys.modules.items()):
-        if name in _snap or module is None or not _watched(name):
+    # called after every import that grew sys.modules: look only at names not seen before (set
+    # operations in C), else importing a big package costs a Python loop over sys.modules per module
+    for name in sys.modules.keys() - _unwatched - _snap.keys():
+        if not _watched(name):
+            _unwatched.add(name)
+            continue
+        module = sys.modules.get(name)
+        if module is None:
             continue
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             continue  # still being imported: snapshot it when it is complete
@@ -346,7 +353,7 @@ def _limit_output(app, limit: int):
 
 def install(cfg: dict):
     """Install the import guard and take the first snapshots (``cfg``: see the module docstring)."""
-    global _cfg, _trusted_roots, _transparent_files, _policy, _watch, _finder
+    global _cfg, _trusted_roots, _transparent_functions, _policy, _watch, _finder
     _cfg = cfg
     roots = set()
     for p in cfg.get("trusted_roots", []) + [sys.prefix, sys.base_prefix, sys.exec_prefix]:
@@ -354,7 +361,7 @@ def install(cfg: dict):
             roots.add(p.rstrip("/") + "/")
             roots.add(os.path.realpath(p).rstrip("/") + "/")
     _trusted_roots = tuple(sorted(roots))
-    _transparent_files = tuple(cfg.get("transparent_files", []))
+    _transparent_functions = frozenset((file, name) for file, name in cfg.get("transparent_functions", []))
     _policy = ImportPolicy(forbid=list(cfg.get("forbid", [])), allow=list(cfg.get("allow", [])),
                            lazy=dict(cfg.get("lazy", {})))
     _watch = list(cfg.get("watch", []))

@@ -43,6 +43,7 @@ class Options:
     keep_work: bool = False
     worker_memory_mb: int = 4096
     verbose: bool = True
+    shard: str | None = None            # "K/N": grade only shard K of N (autograder.grading.shard)
 
     def __post_init__(self):
         for name in ("memory_mb", "max_procs", "fsize_mb", "disk_mb", "tmp_mb", "jobs", "worker_memory_mb"):

@@ -300,9 +300,9 @@ def compare(corpus: Corpus) -> Comparison:
 # --- command line ------------------------------------------------------------------------------------
 
 def _base_sources(course: Path, assignment: str, base: str | None) -> tuple[list[str], str]:
-    """Code cells of the released notebook (or ``base``); without a release, the source notebook with
-    nbgrader's solution and hidden-test regions removed.  Folder names come from the course's
-    nbgrader_config.py (nbgrader's defaults ``source``/``release`` otherwise)."""
+    """Code cells of the released notebook (or ``base``); without a release, the source notebook as nbgrader
+    releases it: solution regions replaced by the course's ``ClearSolutions.code_stub`` (nbgrader's default
+    stub otherwise), hidden tests removed.  Folder names come from the course's nbgrader_config.py."""
     import re
 
     from .options import config_value, load_course_config
@@ -310,17 +310,24 @@ def _base_sources(course: Path, assignment: str, base: str | None) -> tuple[list
     if base:
         return code_cells(json.loads(Path(base).read_text())), str(base)
     cfg = load_course_config(course)
-    release = config_value(cfg, "CourseDirectory", "release_directory", "release")
-    source = config_value(cfg, "CourseDirectory", "source_directory", "source")
-    released = sorted((course / release / assignment).glob("*.ipynb"))
+    released = sorted((course / config_value(cfg, "CourseDirectory", "release_directory", "release")
+                       / assignment).glob("*.ipynb"))
     if released:
         return code_cells(json.loads(released[0].read_text())), str(released[0])
-    sources = sorted((course / source / assignment).glob("*.ipynb"))
+    sources = sorted((course / config_value(cfg, "CourseDirectory", "source_directory", "source")
+                      / assignment).glob("*.ipynb"))
     if not sources:
         raise FileNotFoundError(f"no released or source notebook of {assignment!r} in {course}; pass --base")
-    strip = re.compile(r"[ \t]*### BEGIN (SOLUTION|HIDDEN TESTS).*?### END \1[^\n]*\n?", re.S)
-    return [strip.sub("", src) for src in code_cells(json.loads(sources[0].read_text()))], \
-        f"{sources[0]} (solutions removed)"
+    stub = (config_value(cfg, "ClearSolutions", "code_stub", None) or {}).get(
+        "python", "# YOUR CODE HERE\nraise NotImplementedError()")
+
+    def clear(m):
+        return "".join(m["indent"] + line + "\n" for line in stub.splitlines())
+
+    solution = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION.*?### END SOLUTION[^\n]*\n?", re.S | re.M)
+    hidden = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
+    cells = [hidden.sub("", solution.sub(clear, src)) for src in code_cells(json.loads(sources[0].read_text()))]
+    return cells, f"{sources[0]} (solutions replaced by nbgrader's stub)"
 
 
 def _known_assignments(course: Path) -> list[str]:

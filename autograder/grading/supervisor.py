@@ -38,7 +38,7 @@ from pathlib import Path
 if "rfc3987_syntax" not in sys.modules and not os.environ.get("AUTOGRADER_KEEP_RFC3987"):
     sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
 
-from . import notebook, report  # noqa: E402
+from . import notebook, report, shard  # noqa: E402
 from .boxes import Boxes  # noqa: E402
 from .cgroups import Cgroup, cleanup_stale_cgroups, pid_alive  # noqa: E402
 from .children import Children, stop_forkserver  # noqa: E402
@@ -196,6 +196,8 @@ class Grader:
         report.prepare_output(self.out)
         disc = discover(o.submissions, o.assignment, self.assignment.known_assignments)
         subs = disc.submissions
+        if o.shard:  # only this shard's students, and its manifest for `merge`
+            subs = shard.begin(self.out, o.shard, subs, o.assignment, self.assignment.source_hash)
         students = [s.student for s in subs]  # grades.csv lists everybody, even with --student
         if o.students:
             subs = [s for s in subs if s.student in set(o.students)]
@@ -261,6 +263,8 @@ class Grader:
         report.write_run_summary(self.out, summary)
         if interrupted:
             raise KeyboardInterrupt
+        if o.shard:
+            shard.finish(self.out)
         return summary
 
 

@@ -135,9 +135,9 @@ class RowSparseTrainer:
         self.w0, self.w, self.V = np.asarray(w0, dtype=V.dtype), w, V
         self.reg_w, self.reg_V = reg_w, reg_V
         self.optimizer = optimizer
-        if optimizer == "adam":
-            self.moments = {"w0": (np.zeros_like(self.w0), np.zeros_like(self.w0)),
-                            "w": (np.zeros_like(w), np.zeros_like(w)), "V": (np.zeros_like(V), np.zeros_like(V))}
+        if optimizer == "adam":   # np.zeros, not zeros_like: the pages of rows never touched are never written
+            self.moments = {name: (np.zeros(p.shape, p.dtype), np.zeros(p.shape, p.dtype))
+                            for name, p in (("w0", self.w0), ("w", w), ("V", V))}
         self.steps = 0
         k = V.shape[1]
         most_touched = min(max_batch_nnz, len(w))

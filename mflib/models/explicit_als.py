@@ -127,7 +127,7 @@ class ExplicitALS(FactorModel):
     global_mean: float | None = None
     user_bias: np.ndarray | None = None
 
-    def __init__(self, factors: int = 20, regularization: float = 0.1, iterations: int = 10,
+    def __init__(self, factors: int = 50, regularization: float = 0.12, iterations: int = 10,
                  init_std: float = 0.1, random_state=None, show_progress: bool = False,
                  rating_scale: tuple[float, float] = (1.0, 5.0)):
         self.factors = factors

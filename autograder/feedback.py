@@ -245,6 +245,14 @@ def explain_difference(actual, expected, candidates: dict | None = None, what: s
         coefficients = rowwise_proportional(difference, base)
         if coefficients is not None:
             return rowwise_regularization_hint(coefficients, parameter)
+        # yours = -data + λθ where the correct one is data + λθ: the sum is the penalty term alone
+        total = actual + expected
+        if float(_np.max(_np.abs(total))) > 1e-6 * float(_np.max(_np.abs(expected))):
+            k, residual, _ = proportional_to(total, base, support_only=False)
+            if (residual < 1e-3 and math.isfinite(k) and k > 0) or rowwise_proportional(total, base) is not None:
+                return (f"sign flipped in the data part only: your {what} = -(data term) + (regularization "
+                        f"term), the correct one = data term + regularization term — the λ·θ part is right; "
+                        "check the sign of the error / residual in the data part")
     scale = max(float(_np.max(_np.abs(expected))) if expected.size else 0.0, 1e-300)
     if difference.ndim >= 1 and len(difference) > 1:
         bad_rows, rows = row_support(difference, tolerance * scale)

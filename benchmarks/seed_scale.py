@@ -150,8 +150,21 @@ def measure_blas() -> dict:
     return {"blas": blas_info()}
 
 
-def measure_fm(size: str, factors: int, batch_size: int, num_threads: int, random_state: int = 0) -> dict:
-    """Generate ``size`` (a key of :data:`SIZES`), fit one FM epoch; times, peak memory, BLAS info."""
+def _top_functions(profile, n: int) -> list[list]:
+    """The ``n`` functions with the most own time in a ``cProfile.Profile``: ``[name, seconds, calls]``."""
+    import pstats
+
+    stats = pstats.Stats(profile).stats
+    rows = sorted(((f"{Path(file).name}:{line}({name})" if line else name, tottime, calls)
+                   for (file, line, name), (calls, _, tottime, _, _) in stats.items()), key=lambda r: -r[1])
+    return [list(row) for row in rows[:n]]
+
+
+def measure_fm(size: str, factors: int, batch_size: int, num_threads: int, random_state: int = 0,
+               profile: int = 0) -> dict:
+    """Generate ``size`` (a key of :data:`SIZES`), fit one FM epoch; times, peak memory, BLAS info. With
+    ``profile`` > 0 the fit runs under cProfile (slower; only the main thread is seen, so use one thread)
+    and the result lists the ``profile`` functions with the most own time."""
     from mflib.models.fm import FactorizationMachine
 
     n_users, n_items, n_ratings = SIZES[size]
@@ -165,15 +178,24 @@ def measure_fm(size: str, factors: int, batch_size: int, num_threads: int, rando
                                  random_state=random_state)
     tracemalloc.start()
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(X, ratings)
-    epoch_s = time.perf_counter() - start
+    epoch_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    if profiler is not None:
+        profiler.disable()
     traced_peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
     tracemalloc.stop()
     return {"size": size, "users": n_users, "items": n_items, "ratings": n_ratings, "generate_s": generate_s,
-            "epoch_s": epoch_s, "train_mse": model.loss_history_[0], "peak_rss_mib": _peak_rss_mib(),
+            "epoch_s": epoch_s, "cpu_s": cpu_s, "train_mse": model.loss_history_[0], "peak_rss_mib": _peak_rss_mib(),
             "rss_after_data_mib": rss_before, "fit_traced_peak_mib": traced_peak, "load_1min": load_before,
-            "load_after": os.getloadavg()[0], "threads": model.num_threads, "blas": blas_info()}
+            "load_after": os.getloadavg()[0], "threads": model.num_threads, "blas": blas_info(),
+            "profile": _top_functions(profiler, profile) if profiler is not None else []}
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------
@@ -182,20 +204,28 @@ def section_fm(args) -> str:
                       num_threads=args.num_threads) for size in args.sizes]
     lines = [f"### Factorization machine, one epoch (user + item one-hot, k = {args.factors}, lazy Adam, "
              f"batch {args.batch_size}, float32, num_threads = {args.num_threads or 'all cores'})", "",
-             "| data (synthetic, real sizes) | users | items | ratings | epoch | peak RSS | numpy peak in fit "
-             "| load avg (before, after) | seed's figure |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| data (synthetic, real sizes) | users | items | ratings | epoch (wall) | CPU time | peak RSS "
+             "| numpy peak in fit | load avg (before, after) | seed's figure |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         seed = SEED_FM_FIGURE if row["size"] == "ml-latest" else ""
         lines.append(f"| {row['size']} | {row['users']:,} | {row['items']:,} | {row['ratings']:,} | "
-                     f"**{row['epoch_s']:.1f} s** | {row['peak_rss_mib'] / 1024:.2f} GiB | "
+                     f"**{row['epoch_s']:.1f} s** | {row['cpu_s']:.1f} s | {row['peak_rss_mib'] / 1024:.2f} GiB | "
                      f"{row['fit_traced_peak_mib'] / 1024:.2f} GiB | {row['load_1min']:.2f}, "
                      f"{row['load_after']:.2f} | {seed} |")
     lines += ["", "Epoch = wall time of `FactorizationMachine(iterations=1).fit(X, y)` (initialisation "
-              "included); peak RSS = the measuring process's maximum resident memory (data included: the "
+              "included); CPU time = the process's CPU seconds during that fit, all threads (on a busy machine "
+              "the wall time is the larger: compare it with the load average); peak RSS = the measuring process's maximum resident memory (data included: the "
               "feature rows take 12 bytes per stored value); numpy peak in fit = tracemalloc's peak during "
               "`fit`. Data generated in "
               + ", ".join(f"{row['generate_s']:.1f} s ({row['size']})" for row in rows) + "."]
+    if args.profile:
+        row = run_child("fm", size=args.sizes[0], factors=args.factors, batch_size=args.batch_size,
+                        num_threads=1, profile=args.profile)
+        lines += ["", f"Where the time goes: cProfile of one epoch on {row['size']}, one thread "
+                  f"({row['epoch_s']:.1f} s under the profiler, load average {row['load_1min']:.2f}), "
+                  "functions by own time:", "", "| function | own s | calls |", "|---|---:|---:|"]
+        lines += [f"| `{name}` | {seconds:.2f} | {calls} |" for name, seconds, calls in row["profile"]]
     return "\n".join(lines)
 
 
@@ -212,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--factors", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=65536)
     parser.add_argument("--num-threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one single-thread epoch (first size) and list the top N functions")
     parser.add_argument("--child", nargs=2, metavar=("SECTION", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

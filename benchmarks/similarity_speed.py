@@ -109,8 +109,8 @@ def make_class(folder: Path, n: int, seed: int, assignment: str) -> dict:
     """Write n synthetic submissions into folder; returns the planted pairs."""
     rng = random.Random(seed)
     release = json.loads((REPO / "assignments" / assignment / f"{assignment}.ipynb").read_text())
-    answer_cells = [i for i, c in enumerate(release["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("solution")
-                    and c["cell_type"] == "code"]
+    answer_cells = [i for i, c in enumerate(release["cells"])
+                    if c.get("metadata", {}).get("nbgrader", {}).get("solution") and c["cell_type"] == "code"]
     idioms = [f"{name} = np.asarray({name}, dtype=np.float64).copy()" for name in _names(random.Random(seed + 1), 40)]
     pool = ["{0} = np.{1}({0}) * {2} + np.{3}({0}, axis={4})".format(name, rng.choice(FUNCS), rng.randint(2, 99),
                                                                    rng.choice(FUNCS), rng.randrange(2))
@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     partial = [rank.get(tuple(sorted(pair))) for pair in planted["partial"]]
     sims = {tuple(sorted((r["a"], r["b"]))): r["similarity"] for r in summary["pairs"]}
     print(f"{args.students} synthetic submissions of {args.assignment} (seed {args.seed}; written in {made:.1f} s): "
-          f"{sample:.0f} normalised tokens per student in the answer cells; the instructor's answers have {real_tokens}")
+          f"{sample:.0f} normalised tokens per student in the answer cells "
+          f"(the instructor's answers: {real_tokens:.0f})")
     print(f"similarity report: {wall:.1f} s wall, {cpu:.1f} s CPU (2 tokenizing processes, {os.cpu_count()} cores "
           f"on the machine, load average {os.getloadavg()[0]:.1f}); phases (wall, s): {summary['seconds']}")
     print(f"  "

@@ -104,6 +104,17 @@ def test_regularization_counted_twice_per_occurrence_is_named():
     assert "for 'user_factors'" in message and "counted too often" in message, message
 
 
+def test_sign_flipped_in_the_data_part_only_is_named():
+    def flipped_data(p):
+        grads = bpr_grad(p)
+        penalty = grads["user_factors"] - bpr_grad(p, factor_reg=False)["user_factors"]
+        grads["user_factors"] = -(grads["user_factors"] - penalty) + penalty
+        return grads
+
+    message = failure(check_gradient, bpr_loss, flipped_data, bpr_params)
+    assert "for 'user_factors'" in message and "sign flipped in the data part only" in message, message
+
+
 # ---------------------------------------------------------------------------------------------
 # per-feature penalties (the FM's λ_V,j): a different multiple of θ in every row
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ USER_PREFIX = "mfterm-sbx"   # not the users of tests/test_grading.py, whose lef
 def _namespaces_work() -> bool:
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True).returncode == 0
+    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 needs_sandbox = pytest.mark.skipif(not _namespaces_work(), reason="needs root and Linux namespaces")
@@ -81,9 +82,9 @@ def test_shards_partition_the_class_the_same_in_every_process():
 
 def _fake_result(student, status="graded", reason="all 3 tests passed", total=5.0) -> Result:
     scores = {"test-add": 1.0, "test-scale": 2.0, "test-mean": total - 3.0}
-    return Result(status=status, reason=reason, scores=scores, max_scores={"test-add": 1, "test-scale": 2, "test-mean": 2},
-                  total=total, max_total=5.0, student=student, assignment="ps1", key="k-" + student,
-                  submission=f"{student}_ps1.ipynb")
+    return Result(status=status, reason=reason, scores=scores,
+                  max_scores={"test-add": 1, "test-scale": 2, "test-mean": 2}, total=total, max_total=5.0,
+                  student=student, assignment="ps1", key="k-" + student, submission=f"{student}_ps1.ipynb")
 
 
 FAKE_CLASS = ["alice", "bob", "carla", "dora", "erin", "frank", "gus", "hana", "ivan", "jo"]
@@ -475,13 +476,23 @@ def test_blank_hand_ins_are_not_similar_and_the_report_is_inert(tmp_path):
     assert 'style="background:' in pair_page  # matched lines are highlighted
 
 
+def test_similarity_of_no_class_and_of_one_student(tmp_path):
+    (tmp_path / "none").mkdir()
+    r = cli("similarity", "ps1", tmp_path / "none", "--course-dir", make_course(tmp_path / "course"),
+            "--out", tmp_path / "r0")
+    assert "0 submissions, 0 pairs" in r.stdout and (tmp_path / "r0" / "index.html").is_file()
+    write(student_notebook(), tmp_path / "one" / "solo_ps1.ipynb")
+    r = cli("similarity", "ps1", tmp_path / "one", "--course-dir", tmp_path / "course", "--out", tmp_path / "r1")
+    assert "1 submissions, 0 pairs" in r.stdout
+
+
 # --- deploy files -----------------------------------------------------------------------------------------
 
 DEPLOY = ROOT / "deploy"
 
 
 def test_kubernetes_indexed_job():
-    yaml = pytest.importorskip("yaml")
+    import yaml
     docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "grading-job.yaml").read_text()) if d]
     job = next(d for d in docs if d["kind"] == "Job")
     assert job["apiVersion"] == "batch/v1"
@@ -583,7 +594,8 @@ def test_shards_then_merge_equal_one_run(term_run):
     for student, r in one.items():
         for key in ("status", "reason", "scores", "total", "max_total", "key", "submission", "submission_sha256"):
             assert many[student][key] == r[key], (student, key)
-    assert sorted(p.name for p in (merged / "feedback").iterdir()) == sorted(p.name for p in (single / "feedback").iterdir())
+    assert sorted(p.name for p in (merged / "feedback").iterdir()) == \
+        sorted(p.name for p in (single / "feedback").iterdir())
     shards = [shard.read_manifest(term_run["root"] / f"shard-{k}") for k in range(3)]
     assert sorted(s for m in shards for s in m["students"]) == sorted(one)
     assert all(m["complete"] and m["class_size"] == 7 for m in shards)
@@ -614,6 +626,8 @@ def test_shard_option_errors(term_run, tmp_path):
     r = cli("grade", "ps1", term_run["subs"], "--course-dir", term_run["course"], "--shard", "3/3", "--out",
             tmp_path / "x", check=False)
     assert r.returncode == 2 and "0 <= K < N" in r.stderr
+    r = cli("grade", "ps1", term_run["subs"], "--course-dir", term_run["course"], "--shard", "1/3", check=False)
+    assert r.returncode == 2 and "--shard needs --out" in r.stderr
     r = cli("merge", term_run["root"] / "shard-0", term_run["root"] / "shard-2", "--out", tmp_path / "m", check=False)
     assert r.returncode == 2 and "shard(s) 1/3 missing" in r.stderr
 
@@ -631,6 +645,7 @@ def test_export_of_the_merged_class(term_run, tmp_path):
     cli("export", "--lms", "moodle", merged, "-o", tmp_path / "moodle.csv", check=False)
     moodle = moodle_worksheet_import((tmp_path / "moodle.csv").read_text(), max_grade=5)
     carla = next(s for s in grades if s.startswith("Carla"))
-    assert set(moodle["imported"]) == {"111", "555"} and moodle["imported"]["555"]["grade"] == float(grades[carla]["total"])
+    assert set(moodle["imported"]) == {"111", "555"}
+    assert moodle["imported"]["555"]["grade"] == float(grades[carla]["total"])
     unmatched = {r["student"] for r in csv.DictReader(open(tmp_path / "moodle-unmatched.csv"))}
     assert len(unmatched) == 5 and not unmatched & {s for s in grades if s.startswith(("Ann", "Carla"))}

@@ -80,7 +80,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "grade" and args.shard:
         try:
-            parse_spec(args.shard)
+            k, _ = parse_spec(args.shard)
+            if not args.out_dir:
+                raise ValueError(f"--shard needs --out: every shard writes its own folder (e.g. --out out/shard-{k})")
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -27,9 +27,10 @@ Formats (the rules each LMS's importer applies, from their source code):
 * **csv** -- one row per student: student, lms, lms_id, name, source_file, assignment, points,
   max_points, status, reason.
 
-Who a student is: the identity recorded by the grader in ``results/<student>.json`` (key ``identity``
-or ``lms``) or in ``run.json`` (``identities`` / ``students``: ``{student: {...}}``), with the fields
-``lms``, ``lms_id`` (or ``id``), ``lms_name`` (or ``name``) and ``source_file`` (or ``source``); without
+Who a student is: the identity recorded by the grader in ``results/<student>.json`` (an object under
+``identity`` or ``lms``, or the fields themselves at the top level) or in ``run.json`` (``identities`` /
+``students``: ``{student: {...}}``), with the fields ``lms`` (``canvas``/``moodle``), ``lms_id`` (or
+``id``), ``lms_name`` (or ``name``) and ``source_file`` (or ``source``); without
 them, the LMS id is read from the submitted file's name (``submission`` in the result) with the Moodle
 and Canvas rules above; without that, only the student id is known.
 
@@ -104,11 +105,13 @@ def _as_identity(student: str, d: dict, found_in: str) -> Identity | None:
 def identity_of(student: str, result: dict | None, run: dict | None) -> Identity:
     """The student's LMS identity (see the module docstring for where it is looked up)."""
     result, run = result or {}, run or {}
-    for key in ("identity", "lms"):
-        if isinstance(result.get(key), dict):
-            ident = _as_identity(student, result[key], "results")
-            if ident:
-                return ident
+    candidates = [result.get("identity"), result.get("lms")]
+    if isinstance(result.get("lms"), str):
+        candidates.append(result)  # flat: "lms": "moodle", "lms_id": "111", ... at the top level
+    for d in candidates:
+        ident = _as_identity(student, d, "results") if isinstance(d, dict) else None
+        if ident:
+            return ident
     for key in ("identities", "students"):
         table = run.get(key)
         if isinstance(table, dict) and isinstance(table.get(student), dict):
@@ -218,7 +221,8 @@ def _canvas(entries, assignment: str, title: str | None, canvas_id: str | None, 
     if canvas_id:
         header = f"{header} ({canvas_id})"
     max_points = next((e.max_points for e in entries if e.max_points is not None), None)
-    rows = [CANVAS_STUDENT_COLUMNS + [header], ["Points Possible", "", "", "", "", _fmt(max_points) if max_points else ""]]
+    points = _fmt(max_points) if max_points else ""
+    rows = [CANVAS_STUDENT_COLUMNS + [header], ["Points Possible", "", "", "", "", points]]
     for e in entries:
         matched = e.ident.lms == "canvas" and e.ident.lms_id and not e.problem.startswith("canvas id")
         if not matched and not e.problem:
@@ -290,7 +294,8 @@ def export(out, lms: str, output=None, *, column: str | None = None, scale_to: f
 
 
 def main(argv=None) -> int:
-    """``python -m autograder export --lms canvas|moodle|csv OUT``; exit 0 (1 if a student is unmatched, 2 on errors)."""
+    """``python -m autograder export --lms canvas|moodle|csv OUT``; exit 0, 1 if a student needs attention,
+    2 on errors."""
     p = argparse.ArgumentParser(prog="python -m autograder export",
                                 description="Write the grades of a grading output folder as the CSV file that "
                                             "Canvas' or Moodle's grade import reads (or a plain CSV).")
@@ -314,7 +319,8 @@ def main(argv=None) -> int:
         return 2
     print(f"{info['students']} students of {info['assignment']}: {info['rows']} row(s) -> {info['file']}")
     if info["unmatched"]:
-        print(f"{len(info['unmatched'])} student(s) need attention (also in {info['unmatched_file']}):", file=sys.stderr)
+        print(f"{len(info['unmatched'])} student(s) need attention (also in {info['unmatched_file']}):",
+              file=sys.stderr)
         for u in info["unmatched"]:
             print(f"  {u['student']}: {u['problem']}", file=sys.stderr)
         return 1

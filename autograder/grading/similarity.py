@@ -63,7 +63,6 @@ _BASE = np.uint64(0x9E3779B97F4A7C15)
 MAX_TOKENS = 200_000       # per submission: more is cut (and noted)
 
 
-
 @dataclass(frozen=True)
 class Params:
     """Fingerprinting parameters (see the module docstring)."""
@@ -75,7 +74,6 @@ class Params:
     def __post_init__(self):
         if self.k < 2 or self.window < 1 or self.max_common < 2:
             raise ValueError("need k >= 2, window >= 1 and max_common >= 2")
-
 
 
 # --- fingerprints ----------------------------------------------------------------------------------
@@ -228,7 +226,7 @@ class Corpus:
         """Unique (hash, doc) pairs sorted by hash then doc."""
         order = np.lexsort((self.fp_doc, self.fp_hash))
         hs, ds = self.fp_hash[order], self.fp_doc[order]
-        first = np.r_[True, (hs[1:] != hs[:-1]) | (ds[1:] != ds[:-1])]
+        first = np.r_[True, (hs[1:] != hs[:-1]) | (ds[1:] != ds[:-1])][:len(hs)]
         return hs[first], ds[first]
 
 
@@ -265,6 +263,8 @@ class Comparison:
     seconds: float = 0.0
 
     def rows(self, top: int | None = None) -> list[dict]:
+        """The scored pairs (the ``top`` first, or all) as dicts: names, similarity, share of each submission
+        matched, shared fingerprints and both submissions' fingerprint counts."""
         names = [d.name for d in self.corpus.docs]
         n = len(self.a) if top is None else min(top, len(self.a))
         return [{"a": names[self.a[i]], "b": names[self.b[i]], "similarity": round(float(self.similarity[i]), 4),

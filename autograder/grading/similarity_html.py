@@ -33,8 +33,9 @@ margin:0 0 1em 0}.ln{color:#999;user-select:none}h3{margin:.6em 0 .2em 0;font-si
 
 
 def regions(corpus, a: int, b: int) -> list[dict]:
-    """The matching regions of docs ``a`` and ``b`` of a :class:`~autograder.grading.similarity.Corpus`: runs of shared fingerprints that advance together in
-    both (same cell pair, gaps of at most ``window + k`` tokens); each with both cells and line ranges."""
+    """The matching regions of docs ``a`` and ``b`` of a :class:`~autograder.grading.similarity.Corpus`:
+    runs of shared fingerprints that advance together in both (same cell pair, gaps of at most
+    ``window + k`` tokens), longest first where they overlap; each with both cells and line ranges."""
     k, gap = corpus.params.k, corpus.params.window + corpus.params.k
     in_a, in_b = corpus.fp_doc == a, corpus.fp_doc == b
     shared = set(np.intersect1d(corpus.fp_hash[in_a], corpus.fp_hash[in_b]).tolist())
@@ -57,11 +58,18 @@ def regions(corpus, a: int, b: int) -> list[dict]:
             continue
         found.append({"cell_a": ca, "cell_b": cb, "first_a": pa, "last_a": pa, "first_b": pb, "last_b": pb,
                       "count": 1})
-    for r in found:
-        for side in ("a", "b"):
-            first, last = r[f"first_{side}"], r[f"last_{side}"] + k - 1
-            r[f"lines_{side}"] = (int(corpus.tok_line[first]), int(corpus.tok_line[last]))
-    return found
+    # repeated code pairs a fingerprint with several places: keep the longest runs whose token spans do not
+    # overlap a longer run on either side (greedy tiling, as JPlag does), then show them in the order of a
+    kept, taken = [], {"a": [], "b": []}
+    for r in sorted(found, key=lambda r: (-r["count"], r["first_a"], r["first_b"])):
+        spans = {side: (r[f"first_{side}"], r[f"last_{side}"] + k - 1) for side in ("a", "b")}
+        if any(lo <= s[1] and s[0] <= hi for side, (lo, hi) in spans.items() for s in taken[side]):
+            continue
+        for side, span in spans.items():
+            taken[side].append(span)
+            r[f"lines_{side}"] = (int(corpus.tok_line[span[0]]), int(corpus.tok_line[span[1]]))
+        kept.append(r)
+    return sorted(kept, key=lambda r: (r["first_a"], r["first_b"]))
 
 
 def _page(title: str, body: str) -> str:

@@ -1,4 +1,11 @@
-"""The mf-course autograder: checks for the notebooks, notebook building and batch grading.
+"""The mf-course autograder, laid out by role.
+
+* this package -- what students' notebooks and grade cells import: :func:`setup_notebook` (here),
+  :mod:`autograder.checks` (the ``check_*`` functions test cells call) and :mod:`autograder.feedback`
+  (their messages);
+* :mod:`autograder.course` -- the instructor's course tools: build and release the notebooks, the
+  student bundle, pretend students, ``python -m autograder demo``;
+* :mod:`autograder.grading` -- batch grading of a class in a sandbox: ``python -m autograder grade``.
 
 Inside a notebook, the first code cell calls :func:`setup_notebook`; test cells use
 :mod:`autograder.checks`::
@@ -8,8 +15,8 @@ Inside a notebook, the first code cell calls :func:`setup_notebook`; test cells 
     from autograder.checks import check_gradient, check_loss_decreases
 
 This package's ``__init__`` imports nothing heavy (numpy, mflib, nbgrader are imported where used), so
-``import autograder`` works in the student bundle, which ships only ``__init__``, ``checks`` and
-``feedback``.
+``import autograder`` works in the student bundle, which ships this package without ``course/`` and
+``grading/``.
 """
 from __future__ import annotations
 

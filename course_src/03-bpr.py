@@ -26,7 +26,7 @@
 # functions with the reference on fresh random inputs.
 #
 # The notebook runs on MovieLens 100K; set `VARIANT = "1m"` in the next cell to run it unchanged on the
-# 1M variant (training takes about ten times longer; the grading thresholds are set for 100K).
+# 1M variant (slower: about 10 times as many positives; the grading thresholds are set for 100K).
 
 # %%
 import autograder

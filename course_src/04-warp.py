@@ -32,7 +32,7 @@
 # functions with the reference on fresh random inputs.
 #
 # The notebook runs on MovieLens 100K; set `VARIANT = "1m"` in the next cell to run it unchanged on the
-# 1M variant (training takes about ten times longer; the grading thresholds are set for 100K).
+# 1M variant (slower: about 10 times as many positives; the grading thresholds are set for 100K).
 
 # %%
 import autograder
@@ -729,6 +729,6 @@ plt.show()
 #   the gradients (one sorted sparse product instead of `np.add.at`), looks up only the candidates that
 #   violate, and projects only the rows a step changed. With its defaults (64 factors, 30 epochs) it
 #   reaches NDCG@10 ≈ 0.32 on this protocol, averaged over three splits (LightFM's WARP after a grid
-#   search: 0.30–0.31; popularity: 0.15), in about 2 seconds.
+#   search: 0.30–0.31; popularity: 0.15); its fit time is in the README's benchmark table (`make bench`).
 # * Weston et al. also describe **k-order** WARP (optimise precision at $k$ rather than at 1) and LightFM
 #   adds **WARP-kOS**; both change which positive of a user is updated.

@@ -177,22 +177,21 @@ class RowSparseTrainer:
         gathered = np.take(self.V, touched, axis=0, out=self._gathered[:len(touched)], mode="clip")
         linear = self.w[touched]
         norms = np.einsum("ij,ij->i", gathered, gathered)                    # q_j = ||v_j||^2
-        # every per-example vector at once; the k-wide products block by block
+        # the per-example sums of the linear and self-pair terms at once; the k-wide products by row blocks
         prediction = batch.rows_times(data, linear) - 0.5 * batch.rows_times(batch.squares, norms)
         prediction += float(self.w0)
-        pairwise = np.empty(n)
-        scaled = self._scaled[:n]
+        g, scaled = np.empty(n), self._scaled[:n]
 
         def forward(index, start, stop):
             sums = batch.row_blocks[index] @ gathered                        # S = X_c V_c
-            pairwise[start:stop] = np.einsum("ij,ij->i", sums, sums)
-            scaled[start:stop] = sums                                        # times g below
+            block = prediction[start:stop]
+            block += 0.5 * np.einsum("ij,ij->i", sums, sums)                 # y_hat
+            block -= batch.y[start:stop]                                     # residual, in place
+            np.multiply(block, 2.0 / n, out=g[start:stop])                   # g = 2 (y_hat - y) / |B|
+            np.multiply(sums, g[start:stop, None].astype(sums.dtype), out=scaled[start:stop])  # g ∘ S
 
         self._map(forward, [(i, a, b) for i, (a, b) in enumerate(_blocks(n, ROW_BLOCK))])
-        prediction += 0.5 * pairwise
-        residual = prediction - batch.y
-        g = (2.0 / n) * residual                                             # g = 2 (y_hat - y) / |B|
-        scaled *= g.astype(scaled.dtype)[:, None]                            # g ∘ S
+        residual = prediction
         grad_V = batch.matrix.T @ scaled                                     # X_c^T (g ∘ S), |T| x k
         column_sums = batch.columns_times(data, g)                           # X_c^T g
         coefficient = (2 * self.reg_V[touched] - batch.columns_times(batch.squares, g)).astype(grad_V.dtype)

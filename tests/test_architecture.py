@@ -123,17 +123,24 @@ def test_no_import_cycle():
         + "\n".join(_path_in(graph, c) for c in found)
 
 
-def _too_long(package: str) -> list[str]:
-    return [f"{path.relative_to(REPO)}: {n} lines" for name, path in _modules().items()
-            if name.split(".")[0] == package and (n := len(path.read_text().splitlines())) > MAX_LINES]
+# Modules still over the limit while their owner splits them: {path: who splits it}.  The test fails
+# for any other long module, and for a listed one as soon as it is short enough (then remove it here).
+BEING_SPLIT = {"autograder/checks.py": "the checks' owner (issue 8: split checks.py by role)"}
 
 
-def test_no_autograder_module_over_500_lines():
-    assert not _too_long("autograder"), f"modules over {MAX_LINES} lines: split them by role"
+def _line_counts(package: str) -> dict[str, int]:
+    return {path.relative_to(REPO).as_posix(): len(path.read_text().splitlines())
+            for name, path in _modules().items() if name.split(".")[0] == package}
 
 
-def test_no_mflib_module_over_500_lines():
-    assert not _too_long("mflib"), f"modules over {MAX_LINES} lines: split them by role"
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_over_500_lines(package):
+    counts = _line_counts(package)
+    long = {path: n for path, n in counts.items() if n > MAX_LINES}
+    unexpected = [f"{path}: {n} lines" for path, n in sorted(long.items()) if path not in BEING_SPLIT]
+    assert not unexpected, f"modules over {MAX_LINES} lines (split them by role):\n" + "\n".join(unexpected)
+    done = [path for path in BEING_SPLIT if path in counts and path not in long]
+    assert not done, f"{done} are now at most {MAX_LINES} lines: remove them from BEING_SPLIT"
 
 
 def _undocumented(path: Path) -> list[str]:

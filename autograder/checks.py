@@ -661,7 +661,7 @@ def _model_scores(model, users, what: str):
     return scores
 
 
-def _ranked_users(user_items, n_users: int, picks: list[int], count: int) -> list[int]:
+def _ranked_users(n_users: int, picks: list[int], count: int) -> list[int]:
     """``picks`` plus about ``count`` users spread evenly over all ids, sorted."""
     count = max(1, min(count, n_users))
     spread = (_np.arange(count, dtype=_np.int64) * (n_users - 1)) // max(count - 1, 1)
@@ -745,7 +745,7 @@ def check_recommend(model, user_items, n_users=None, *, N: int = 10, n_ranked: i
                   f"(set the scores of the user's items to -inf before taking the top N); e.g. item "
                   f"{already[0]}")
         scalar_results[user] = (ids, scores)
-    users = _ranked_users(user_items, n_users, picks, n_ranked)
+    users = _ranked_users(n_users, picks, n_ranked)
     batch = _np.asarray(users, dtype=_np.int64)
     result = _call(model.recommend, "recommend", batch, user_items[batch], N=N)
     if not isinstance(result, (tuple, list)) or len(result) != 2:

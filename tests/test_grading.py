@@ -150,8 +150,8 @@ def hostile_submissions(root: Path, subs: Path, port: int) -> dict:
 EXPECTED = {
     # student: (status, (test-add, test-scale, test-mean), text in reason)
     "alice": ("graded", (1, 2, 2), "all 3 tests passed"),
-    "bob": ("graded", (1, 2, 0), "test-mean (AssertionError)"),
-    "Carla_Diaz": ("graded", (1, 2, 2), "all 3 tests passed"),
+    "bob-12345": ("graded", (1, 2, 0), "test-mean (AssertionError)"),         # Canvas: login-<user id>
+    "Carla_Diaz-555": ("graded", (1, 2, 2), "all 3 tests passed"),            # Moodle: name-<participant id>
     "deltest": ("graded", (0, 2, 2), "deleted instructor cell 'test-add' restored"),
     "edittest": ("graded", (0, 2, 2), "instructor cell 'test-add' was edited (restored)"),
     "raises": ("graded", (1, 0, 2), "ValueError: nope"),
@@ -322,7 +322,7 @@ def test_jobs_1_gives_the_same_grades_and_reads_zip(big_run, tmp_path):
             z.write(big_run["subs"] / name, f"export/{name}")
     run_grader(big_run["course"], archive, tmp_path / "out", jobs=1)
     one = read_results(tmp_path / "out")
-    assert set(one) == {"alice", "bob", "loop", "exit", "notjson", "monkeyrt"}
+    assert set(one) == {"alice", "bob-12345", "loop", "exit", "notjson", "monkeyrt"}
     for student, r in one.items():
         assert essentials(r) == essentials(big_run["results"][student]), student
 
@@ -346,9 +346,9 @@ def test_rerun_skips_graded_and_is_identical(big_run, tmp_path):
     assert summary["graded"] == 2
     after = read_results(out)
     assert essentials(after["alice"]) == essentials(big_run["results"]["alice"])
-    assert after["bob"]["status"] == "graded" and after["bob"]["total"] == MAX_TOTAL
+    assert after["bob-12345"]["status"] == "graded" and after["bob-12345"]["total"] == MAX_TOTAL
     for student in EXPECTED:
-        if student not in ("alice", "bob"):
+        if student not in ("alice", "bob-12345"):
             assert (out / "results" / f"{student}.json").read_bytes() == files_before[f"{student}.json"]
 
 
@@ -387,10 +387,10 @@ def test_interrupted_run_keeps_finished_grades(big_run, tmp_path):
     ("ps1_alice.ipynb", "alice"),
     ("alice.ipynb", "alice"),
     ("alice_ps1 (1).ipynb", "alice"),
-    ("bob_12345_67890_ps1.ipynb", "bob"),
-    ("bob_LATE_12345_67890_ps1-2.ipynb", "bob"),
-    ("Carla Diaz_555_assignsubmission_file_ps1.ipynb", "Carla_Diaz"),
-    ("Dörte Ünal_9_assignsubmission_file_my work.ipynb", "D_rte_nal"),
+    ("bob_12345_67890_ps1.ipynb", "bob-12345"),
+    ("bob_LATE_12345_67890_ps1-2.ipynb", "bob-12345"),
+    ("Carla Diaz_555_assignsubmission_file_ps1.ipynb", "Carla_Diaz-555"),
+    ("Dörte Ünal_9_assignsubmission_file_my work.ipynb", "D_rte_nal-9"),
     ("../../etc/passwd.ipynb", "etc_passwd"),
 ])
 def test_student_from_filename(filename, student):
@@ -426,11 +426,11 @@ def test_discover_layouts(tmp_path):
     assert [s.student for s in d.submissions] == ["alice", "bob"]
     assert any("ps2" in note for note in d.ignored)
     d = discover(tmp_path / "moodle", "ps1")
-    assert [s.student for s in d.submissions] == ["Alice_Smith", "Bob_Jones"]
+    assert [s.student for s in d.submissions] == ["Alice_Smith-1", "Bob_Jones-2"]
     d = discover(tmp_path / "flat", "ps1")
     assert [s.student for s in d.submissions] == ["alice", "bob"]
     alice = d.submissions[0]
-    assert alice.origin == "alice_ps1.ipynb" and "several notebooks" in alice.notes[0]
+    assert alice.origin == "alice_ps1.ipynb" and [v.origin for v in alice.versions] == ["alice.ipynb", "alice_ps1.ipynb"]
     assert any("notes.pdf" in n for n in d.ignored)
 
 
@@ -444,7 +444,7 @@ def test_discover_zip_with_wrapper_folder(tmp_path):
         z.writestr("download/moodle/../../evil.ipynb", b"x")
         z.writestr("__MACOSX/._x.ipynb", b"x")
     d = discover(archive, "ps1")
-    assert [s.student for s in d.submissions] == ["Alice_Smith", "Bob_Jones"]
+    assert [s.student for s in d.submissions] == ["Alice_Smith-1", "Bob_Jones-2"]
 
 
 @pytest.mark.parametrize("data, message", [

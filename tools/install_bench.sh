@@ -8,6 +8,8 @@
 # PyPI (sha256 checked), run `setup.py bdist_wheel` as a script, and install that wheel.
 set -euo pipefail
 PY=${1:-.venv/bin/python}
+# absolute, because the LightFM build below runs from its unpacked sdist
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 "$PY" -c "import lightfm, surprise, myfm" 2>/dev/null && { echo "bench libraries already installed"; exit 0; }
 "$PY" -m pip install --quiet --disable-pip-version-check setuptools wheel cython "numpy<3"
 "$PY" -m pip install --quiet --disable-pip-version-check --no-build-isolation "scikit-surprise>=1.1.4" "myfm>=0.3.7"
@@ -26,7 +28,8 @@ path = f"{work}/lightfm-1.17.tar.gz"
 open(path, "wb").write(data)
 tarfile.open(path).extractall(work, filter="data")
 PYEOF
-  (cd "$work"/lightfm-1.17 && "$PY" setup.py -q bdist_wheel -d "$work/dist" >/dev/null 2>&1)
+  (cd "$work"/lightfm-1.17 && "$PY" setup.py -q bdist_wheel -d "$work/dist" >"$work/build.log" 2>&1) || {
+    echo "LightFM build failed; its log:" >&2; tail -30 "$work/build.log" >&2; exit 1; }
   "$PY" -m pip install --quiet --disable-pip-version-check "$work"/dist/lightfm-*.whl
 fi
 "$PY" -c "import lightfm, surprise, myfm; print('bench libraries: lightfm', lightfm.__version__, '| surprise', surprise.__version__, '| myfm', myfm.__version__)"

@@ -11,9 +11,11 @@ import importlib
 import json
 import sys
 
+from .deadlines import from_options
 from .options import Options
 from .shard import parse_spec
-from .supervisor import grade
+from .options import DEFAULT_NOTEBOOK_TIMEOUT
+from .supervisor import OutputBusy, PreflightFailed, grade
 from .types import STATUSES
 
 TERM_COMMANDS = {  # command -> (module with main(argv), help)
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", dest="out_dir", help="output folder (default: COURSE/grading/ASSIGNMENT)")
     g.add_argument("--jobs", "-j", type=int, default=1, help="students graded in parallel (default 1)")
     g.add_argument("--timeout", type=int, help="seconds per cell (default: the course config's, else 120)")
+    g.add_argument("--notebook-timeout", type=int, default=DEFAULT_NOTEBOOK_TIMEOUT,
+                   help=f"seconds for a whole notebook (default {DEFAULT_NOTEBOOK_TIMEOUT}); past it the notebook "
+                        "is stopped, status timeout, the points earned so far stand")
     g.add_argument("--memory", dest="memory_mb", type=int, default=2048, help="kernel memory cap, MB (default 2048)")
     g.add_argument("--output-limit", dest="output_limit_mb", type=float, default=5.0,
                    help="output kept per notebook, MB (default 5)")
@@ -63,10 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--student", dest="students", action="append", default=[], help="grade only this student")
     g.add_argument("--force", action="store_true", help="regrade everybody, ignoring earlier results")
     g.add_argument("--keep-work", action="store_true", help="keep the private work folders (debugging)")
+    g.add_argument("--no-preflight", dest="preflight", action="store_false",
+                   help="do not grade the instructor's solution first (experts: a broken set-up then gives "
+                        "every student 0)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar with ETA on stderr (default: only when stderr is a terminal)")
     g.add_argument("--quiet", "-q", action="store_true")
     g.add_argument("--json", action="store_true", help="print the run summary as JSON")
     g.add_argument("--shard", metavar="K/N", help="grade only shard K (0-based) of N into --out; join the N "
                                                   "outputs with `merge` (deploy/README.md)")
+    g.add_argument("--deadline", help="soft deadline, e.g. 2026-09-28T23:59: grade each student's newest version "
+                                      "before it and their newest after it (docs/grading.md, Deadlines)")
+    g.add_argument("--hard-deadline", help="versions after it count 0 (default: none)")
+    g.add_argument("--late-policy", help="penalty of the late version: RATE%%/day or RATE%%/hour[,max=CAP%%], "
+                                         "e.g. 10%%/day,max=50%% (default: none)")
+    g.add_argument("--timezone", default="UTC", help="zone of times written without one: deadlines, zip entries, "
+                                                     "timestamp.txt (IANA name, default UTC)")
     for name, (_, text) in TERM_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
     return p
@@ -87,25 +104,35 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     if args.command == "grade":
-        if args.jobs < 1:
-            print("error: --jobs must be >= 1", file=sys.stderr)
+        try:
+            from_options(args.deadline, args.hard_deadline, args.late_policy, args.timezone)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.jobs < 1 or args.notebook_timeout < 1:
+            print("error: --jobs and --notebook-timeout must be >= 1", file=sys.stderr)
             return 2
         opts = Options(
             assignment=args.assignment, submissions=args.submissions, course_dir=args.course_dir,
-            out_dir=args.out_dir, jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory_mb,
+            out_dir=args.out_dir, jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+            memory_mb=args.memory_mb, preflight=args.preflight, progress=args.progress,
             output_limit_mb=args.output_limit_mb, max_procs=args.max_procs, fsize_mb=args.fsize_mb,
             disk_mb=args.disk_mb, cpus=args.cpus, isolation=args.isolation, user_prefix=args.user_prefix,
             allow_paths=args.allow_paths, forbid_imports=args.forbid_imports,
             allow_imports=args.allow_imports, students=args.students, force=args.force,
-            keep_work=args.keep_work, verbose=not args.quiet, shard=args.shard)
+            keep_work=args.keep_work, verbose=not args.quiet, shard=args.shard, deadline=args.deadline,
+            hard_deadline=args.hard_deadline, late_policy=args.late_policy, timezone=args.timezone)
         try:
             summary = grade(opts)
         except KeyboardInterrupt:
             print("interrupted; finished grades are saved, rerun to continue", file=sys.stderr)
             return 130
-        except FileNotFoundError as e:
+        except (FileNotFoundError, OutputBusy) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except PreflightFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
         if args.json:
             print(json.dumps(summary, indent=1, sort_keys=True))
         else:

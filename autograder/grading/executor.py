@@ -13,13 +13,22 @@ Differences from :class:`nbgrader.preprocessors.Execute`:
   nbgrader give 0 to a test cell) are kept, so truncation never changes a score;
 * after every cell the kernel guard's :func:`~autograder.grading.kernel_guard.status` is evaluated as a
   ``user_expression``; anything but ``'ok'`` is recorded as tampering;
-* everything that happened is appended as JSON lines to ``events_file`` for the grader.
+* a notebook-level budget (``notebook_timeout`` seconds from the first cell on): a cell still running
+  when it runs out is interrupted like a timed-out cell, the later cells are not run (they get a
+  ``NotExecuted`` error, so their tests score 0) and the tests that already ran keep their points;
+* the kernel can be started before nbgrader needs it (:func:`prestart_kernel`, called by the worker
+  before autograde), so its start-up overlaps nbgrader's own preparation of the notebook;
+* everything that happened is appended as JSON lines to ``events_file`` for the grader, between a
+  ``started`` and a ``finished`` event (which carries the execution time of the cells): a record
+  without both is not trusted (see :func:`autograder.grading.verdict.parse_events`).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import signal
+import time
 
 import zmq
 import zmq.asyncio
@@ -33,6 +42,9 @@ from traitlets import Integer, Unicode
 GUARD_EXPRESSION = "__import__('sys').modules['autograder.grading.kernel_guard'].status()"
 GUARD_KEY = "__autograder_guard__"
 
+# the kernel started by :func:`prestart_kernel`, adopted by the next SandboxedExecute.preprocess
+_prestarted: "SandboxKernelManager | None" = None
+
 
 class SandboxKernelManager(AsyncKernelManager):
     """jupyter_client's kernel manager with a cap on the size of a message from the kernel."""
@@ -44,6 +56,26 @@ class SandboxKernelManager(AsyncKernelManager):
         ctx.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
         kwargs.setdefault("context", ctx)
         return super().client(**kwargs)
+
+
+def prestart_kernel(config, kernel_name: str, cwd: str) -> None:
+    """Start the sandbox kernel now (the wrapper builds the sandbox and ipykernel boots in the background
+    while nbgrader prepares the notebook); the next :meth:`SandboxedExecute.preprocess` adopts it."""
+    global _prestarted
+    km = SandboxKernelManager(kernel_name=kernel_name, config=config)
+    run_sync(km.start_kernel)(cwd=cwd)
+    _prestarted = km
+
+
+def discard_prestarted_kernel() -> None:
+    """Kill the prestarted kernel if nobody adopted it (autograde failed before executing)."""
+    global _prestarted
+    km, _prestarted = _prestarted, None
+    if km is not None and km.has_kernel:
+        try:
+            run_sync(km.shutdown_kernel)(now=True)
+        except (OSError, RuntimeError, TimeoutError, zmq.ZMQError):
+            pass  # the worker's clean-up kills the sandbox's processes anyway
 
 
 def _error(ename, evalue):
@@ -60,6 +92,8 @@ class SandboxedExecute(Execute):
     guard = Integer(1, config=True, help="evaluate the kernel guard after every cell")
     responsive_timeout = Integer(10, config=True,
                                  help="seconds an interrupted kernel has to answer before it is killed")
+    notebook_timeout = Integer(0, config=True, help="seconds for all cells together, from the first cell "
+                                                    "on (0: no limit)")
 
     def __init__(self, *args, **kwargs):
         kwargs["kernel_manager_class"] = SandboxKernelManager
@@ -78,13 +112,30 @@ class SandboxedExecute(Execute):
                 f.write(json.dumps(ev) + "\n")
 
     def preprocess(self, nb, resources=None, km=None):
+        global _prestarted
         self._events = []
         self._abort = None
         self._out_bytes = 0
         self._truncated_cells = set()
         self._stderr_marked = set()
+        self._deadline = None          # monotonic time at which the notebook's budget runs out
+        self._budget_hit = False
+        self._cell_seconds = 0.0       # execution time of the cells (the notebook's own time)
+        self._cells_run = 0
         self.kernel_name = self.sandbox_kernel
-        return super().preprocess(nb, resources, km)
+        started = time.monotonic()
+        self._event("started", notebook_timeout=self.notebook_timeout, cell_timeout=self.timeout)
+        adopted = None
+        if km is None and _prestarted is not None:
+            adopted, _prestarted = _prestarted, None
+        try:
+            out = super().preprocess(nb, resources, km if adopted is None else adopted)
+        finally:
+            if adopted is not None and self.km is not None:
+                self._cleanup_kernel()  # nbclient leaves a kernel it did not start running
+        self._event("finished", cells=self._cells_run, notebook_s=round(self._cell_seconds, 3),
+                    execute_s=round(time.monotonic() - started, 3), budget_hit=self._budget_hit)
+        return out
 
     def create_kernel_manager(self):
         self.kernel_name = self.sandbox_kernel  # never the notebook's own kernelspec
@@ -114,20 +165,42 @@ class SandboxedExecute(Execute):
         except AttributeError:
             return None
 
+    # -- the notebook's budget -------------------------------------------------------------------
+    def _budget_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def _get_timeout(self, cell):
+        timeout = super()._get_timeout(cell)
+        left = self._budget_left()
+        if cell is None or left is None:
+            return timeout
+        left = max(1, math.ceil(left))
+        return left if timeout is None else min(timeout, left)
+
+    def _out_of_budget(self, cell_index) -> str:
+        self._budget_hit = True
+        self._event("notebook_timeout", cell_index, seconds=self.notebook_timeout)
+        return f"the notebook ran out of its {self.notebook_timeout} s budget (--notebook-timeout)"
+
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if cell.cell_type != "code" or not cell.source.strip():
             return cell
+        if self._deadline is None and self.notebook_timeout > 0:
+            self._deadline = time.monotonic() + self.notebook_timeout
+        if not self._abort and self._budget_left() is not None and self._budget_left() <= 0:
+            self._abort = self._out_of_budget(cell_index)
         if self._abort:
             cell.outputs = [_error("NotExecuted", f"not executed: {self._abort}")]
             return cell
-        timeouts = sum(1 for e in self._events if e["event"] == "timeout")
+        timeouts = sum(1 for e in self._events if e["event"] in ("timeout", "notebook_timeout"))
+        started = time.monotonic()
         try:
             await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-            if sum(1 for e in self._events if e["event"] == "timeout") > timeouts:
+            if sum(1 for e in self._events if e["event"] in ("timeout", "notebook_timeout")) > timeouts:
                 # the cell timed out and was interrupted: is the kernel listening again?
                 try:
                     await self.kc.kernel_info(reply=True, timeout=self.responsive_timeout)
-                except Exception:  # noqa: BLE001 - TimeoutError, or the kernel is gone
+                except (TimeoutError, RuntimeError, OSError, zmq.ZMQError):  # no reply, or the kernel is gone
                     raise CellTimeoutError("the kernel did not respond after the interrupt") from None
             return cell
         except DeadKernelError:
@@ -142,15 +215,22 @@ class SandboxedExecute(Execute):
             self._abort = f"the kernel died in an earlier cell ({how})"
             cell.outputs = list(cell.get("outputs", [])) + [_error("DeadKernelError", f"the kernel died ({how})")]
         except CellTimeoutError:  # interrupt failed: the kernel does not respond any more
-            self._event("timeout", cell_index, unresponsive=True)
-            self._abort = "an earlier cell timed out and the kernel could not be interrupted"
-            cell.outputs = list(cell.get("outputs", [])) + [
-                _error("CellTimeoutError", f"cell timed out after {self.timeout} s and could not be "
-                                           "interrupted")]
+            if self._budget_hit:
+                self._event("notebook_timeout", cell_index, seconds=self.notebook_timeout, unresponsive=True)
+                self._abort = "the notebook ran out of its budget and the kernel could not be interrupted"
+                message = f"the notebook ran out of its {self.notebook_timeout} s budget and could not be interrupted"
+            else:
+                self._event("timeout", cell_index, unresponsive=True)
+                self._abort = "an earlier cell timed out and the kernel could not be interrupted"
+                message = f"cell timed out after {self.timeout} s and could not be interrupted"
+            cell.outputs = list(cell.get("outputs", [])) + [_error("CellTimeoutError", message)]
             try:
                 await self.km.shutdown_kernel(now=True)
-            except Exception:  # noqa: BLE001
-                pass
+            except (OSError, RuntimeError, TimeoutError, zmq.ZMQError):
+                pass  # already gone; the worker's clean-up kills whatever is left of the sandbox
+        finally:
+            self._cell_seconds += time.monotonic() - started
+            self._cells_run += 1
         return cell
 
     execute_cell = run_sync(async_execute_cell)
@@ -162,6 +242,13 @@ class SandboxedExecute(Execute):
                 if c is cell:
                     index = i
                     break
+        left = self._budget_left()
+        if cell is not None and left is not None and left <= 0.5:  # the notebook's budget, not the cell's
+            self._abort = self._out_of_budget(index)
+            reply = await super()._async_handle_timeout(timeout, cell)  # interrupts the kernel
+            evalue = f"{self._abort}; the cell was interrupted and the later cells are not run"
+            return {"content": {"status": "error", "ename": "NotebookTimeoutError", "evalue": evalue,
+                                "traceback": [f"NotebookTimeoutError: {evalue}"]}} if reply is not None else None
         self._event("timeout", index, seconds=timeout)
         return await super()._async_handle_timeout(timeout, cell)
 

@@ -6,9 +6,9 @@ The merged ``OUT`` has exactly what a single-machine run over the whole class wr
 * ``grades.csv`` -- the shards' header (identical in every shard) and their rows, each row copied
   byte for byte, sorted by student id (the first column) as the grader sorts them;
 * ``results/`` and ``feedback/`` -- every shard student's files, copied unchanged (so a later
-  single-machine rerun over ``OUT`` reuses them: the cache keys are those of a single run).  Other
-  files there are copied when their name starts with a student id of that shard followed by
-  ``.``, ``-`` or ``_`` (the longest such id wins);
+  single-machine rerun over ``OUT`` reuses them: the cache keys are those of a single run), with the
+  folder ``feedback/<student>/`` of their graded versions.  Other files there are copied when their
+  name starts with a student id of that shard followed by ``.``, ``-`` or ``_`` (the longest such id wins);
 * ``run.json`` -- the summary: class size, statuses counted from the results, the weakest isolation
   any shard used, and one entry per shard (``merged_from``).
 
@@ -158,12 +158,15 @@ def _run_summary(shards: list[dict], out: Path) -> dict:
     isolations = [s["run"].get("isolation") for s in shards if s["run"].get("isolation")]
     weakest = max(isolations, key=lambda i: ISOLATION_ORDER.index(i) if i in ISOLATION_ORDER else -1,
                   default=None)
-    warnings, ignored = [], []
+    warnings, ignored, identities = [], [], {}
     for s in shards:
         warnings += [w for w in s["run"].get("warnings", []) if w not in warnings]
         ignored += [i for i in s["run"].get("ignored", []) if i not in ignored]
+        identities.update(s["run"].get("identities") or {})
     return {"assignment": first["assignment"], "out_dir": str(out), "submissions": first["class_size"],
             "statuses": statuses, "isolation": weakest, "warnings": warnings, "ignored": ignored,
+            "identities": identities, "collisions": next((s["run"]["collisions"] for s in shards
+                                                          if s["run"].get("collisions")), []),
             "shards": first["shards"], "fingerprint": first["fingerprint"], "class_sha256": first["class_sha256"],
             "merged_from": [{"dir": str(s["dir"]), "shard": s["manifest"]["shard"],
                              "students": len(s["manifest"]["students"]),
@@ -200,6 +203,9 @@ def merge(out_dirs, out) -> dict:
                     if (tmp / sub / name).exists():
                         raise MergeError(f"{sub}/{name} is in two shards (the second is {s['label']})")
                     shutil.copy2(src, tmp / sub / name)
+                for st in students:  # each graded version's page: feedback/<student>/<version>.html
+                    if (s["dir"] / sub / st).is_dir():
+                        shutil.copytree(s["dir"] / sub / st, tmp / sub / st)
         with open(tmp / "grades.csv", "w", newline="", encoding="utf-8") as f:
             f.write(shards[0]["header_raw"] + "".join(raw for _, raw in rows))
         summary = _run_summary(shards, out)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-__all__ = ["Options", "DEFAULT_TIMEOUT", "GRADER_VERSION", "load_course_config", "config_value"]
+__all__ = ["Options", "DEFAULT_TIMEOUT", "DEFAULT_NOTEBOOK_TIMEOUT", "GRADER_VERSION", "load_course_config",
+           "config_value"]
 
-GRADER_VERSION = "1"    # part of every cache key: bump when a grade could change for the same input
+GRADER_VERSION = "2"    # part of every cache key: bump when a grade could change for the same input
 DEFAULT_TIMEOUT = 120   # seconds per cell when neither --timeout nor the course config says
+DEFAULT_NOTEBOOK_TIMEOUT = 15 * 60   # seconds for a whole notebook (--notebook-timeout)
+GRACE_SECONDS = 120     # kernel start-up + nbgrader + feedback, on top of a notebook's execution budget
 
 
 @dataclasses.dataclass
@@ -25,6 +28,7 @@ class Options:
     out_dir: str | None = None
     jobs: int = 1
     timeout: int | None = None          # per cell, seconds (default: the course's, else 120)
+    notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT  # whole notebook, seconds of execution
     memory_mb: int = 2048               # address space of the kernel process
     output_limit_mb: float = 5.0        # output kept per notebook
     max_procs: int = 128                # processes + threads of the sandbox user
@@ -44,9 +48,16 @@ class Options:
     worker_memory_mb: int = 4096
     verbose: bool = True
     shard: str | None = None            # "K/N": grade only shard K of N (autograder.grading.shard)
+    preflight: bool = True              # grade the instructor's solution first; stop if it loses points
+    progress: bool | None = None        # progress bar on stderr (None: only when stderr is a terminal)
+    deadline: str | None = None         # --deadline etc.: which versions are graded, late columns
+    hard_deadline: str | None = None    # (autograder.grading.deadlines; not part of a grade's key)
+    late_policy: str | None = None
+    timezone: str = "UTC"               # zone of times written without one (deadlines, zip entries)
 
     def __post_init__(self):
-        for name in ("memory_mb", "max_procs", "fsize_mb", "disk_mb", "tmp_mb", "jobs", "worker_memory_mb"):
+        for name in ("memory_mb", "max_procs", "fsize_mb", "disk_mb", "tmp_mb", "jobs", "worker_memory_mb",
+                     "notebook_timeout"):
             setattr(self, name, int(getattr(self, name)))
         self.output_limit_mb = float(self.output_limit_mb)
         self.cpus = float(self.cpus)
@@ -60,14 +71,22 @@ class Options:
 
     def grading_key(self) -> dict:
         """The options that can change a grade (part of every result's cache key)."""
-        return {k: getattr(self, k) for k in ("timeout", "memory_mb", "output_limit_mb", "max_procs",
-                                              "fsize_mb", "disk_mb", "tmp_mb", "forbid_imports",
+        return {k: getattr(self, k) for k in ("timeout", "notebook_timeout", "memory_mb", "output_limit_mb",
+                                              "max_procs", "fsize_mb", "disk_mb", "tmp_mb", "forbid_imports",
                                               "allow_imports", "expose_modules", "allow_paths")}
 
     def notebook_budget(self, n_cells: int) -> int:
-        """Wall-clock seconds one notebook of ``n_cells`` code cells may take, start-up included:
-        ``120 + n_cells * (timeout + 20)``; past it the worker is killed and the status is timeout."""
-        return 120 + n_cells * (self.timeout + 20)
+        """Wall-clock seconds the worker of one notebook of ``n_cells`` code cells may take, start-up and
+        feedback included: ``120 + min(n_cells * (timeout + 20), notebook_timeout + 20)``.  Past it the
+        worker is killed and every test scores 0 (status timeout); the executor itself stops the notebook
+        at ``notebook_timeout`` and keeps the points earned so far, so this is only the backstop."""
+        cells = n_cells * (self.timeout + 20)
+        return GRACE_SECONDS + min(cells, self.notebook_timeout + 20)
+
+    def cpu_seconds(self, n_cells: int) -> int:
+        """RLIMIT_CPU of a kernel: ``min(timeout * n_cells, notebook_timeout * max(1, cpus)) + 60`` seconds
+        (the cgroup caps a kernel at ``--cpus`` cores, so its CPU time follows its wall-clock budget)."""
+        return int(min(self.timeout * max(1, n_cells), self.notebook_timeout * max(1.0, self.cpus))) + 60
 
 
 def load_course_config(course_dir: Path):

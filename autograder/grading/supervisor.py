@@ -38,7 +38,7 @@ from pathlib import Path
 if "rfc3987_syntax" not in sys.modules and not os.environ.get("AUTOGRADER_KEEP_RFC3987"):
     sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
 
-from . import notebook, report, shard  # noqa: E402
+from . import deadlines, notebook, report, shard  # noqa: E402
 from .boxes import Boxes  # noqa: E402
 from .cgroups import Cgroup, cleanup_stale_cgroups, pid_alive  # noqa: E402
 from .children import Children, stop_forkserver  # noqa: E402
@@ -77,13 +77,16 @@ class Grader:
         self.lock = threading.Lock()
         self.seq = 0                          # numbers each student's private folders
         self.runtime: Runtime | None = None
+        self.deadlines = deadlines.from_options(self.opts.deadline, self.opts.hard_deadline, self.opts.late_policy,
+                                                self.opts.timezone)
 
     # -- results without running anything -------------------------------------------------------
     def result_base(self, sub: Submission, key: str) -> Result:
         """An empty result for ``sub`` carrying its identity (student, key, origin, hash, isolation)."""
         return Result(student=sub.student, assignment=self.opts.assignment, key=key, submission=sub.origin,
                       submission_sha256=hashlib.sha256(sub.data).hexdigest(),
-                      isolation=self.runtime.boxes.isolation if self.runtime else None)
+                      isolation=self.runtime.boxes.isolation if self.runtime else None,
+                      identity=sub.identity(), version=sub.version_info())
 
     def zero_result(self, sub: Submission, key: str, status: str, reason: str) -> Result:
         """Every grade cell at 0, with ``status`` and ``reason``."""
@@ -101,6 +104,9 @@ class Grader:
         """Grade one submission in job slot ``slot``; returns (result, feedback page)."""
         key = self.key_for(sub)
         notes = list(sub.notes)
+        if sub.invalid:  # no readable notebook (discovery says why): a row, nothing to run
+            r = self.zero_result(sub, key, "invalid", sub.invalid)
+            return r, simple_feedback(sub.student, self.opts.assignment, r)
         ref = self.runtime.template.ref
         try:
             nb = notebook.load_notebook(sub.data)
@@ -194,23 +200,24 @@ class Grader:
         o = self.opts
         t0 = time.monotonic()
         report.prepare_output(self.out)
-        disc = discover(o.submissions, o.assignment, self.assignment.known_assignments)
+        disc = discover(o.submissions, o.assignment, self.assignment.known_assignments, tz=o.timezone)
         subs = disc.submissions
         if o.shard:  # only this shard's students, and its manifest for `merge`
             subs = shard.begin(self.out, o.shard, subs, o.assignment, self.assignment.source_hash)
         students = [s.student for s in subs]  # grades.csv lists everybody, even with --student
         if o.students:
             subs = [s for s in subs if s.student in set(o.students)]
-        for note in disc.ignored:
+        versions, version_notes = deadlines.to_grade(subs, self.deadlines)  # several per student with deadlines
+        for note in disc.ignored + version_notes:
             self.log(f"ignored: {note}")
         todo, skipped = [], []
-        for s in subs:
+        for s in versions:
             if not o.force and report.reusable(self.out, s.student, self.key_for(s)):
                 skipped.append(s.student)
             else:
                 todo.append(s)
         setup_seconds = 0.0
-        if todo:
+        if any(not s.invalid for s in todo):
             t_setup = time.monotonic()
             try:
                 self.setup_runtime()
@@ -241,7 +248,7 @@ class Grader:
                     done += 1
                     self.log(f"[{done}/{len(todo)}] {r.student}: {r.status} "
                              f"{fmt_score(r.total)}/{fmt_score(r.max_total)} -- {r.reason[:150]}")
-                    report.write_grades_csv(self.out, students, grade_ids, o.assignment)
+                    report.write_grades_csv(self.out, students, grade_ids, o.assignment, self.deadlines)
         except KeyboardInterrupt:
             interrupted = True
             self.log("interrupted: stopping the running students (finished grades are kept)")
@@ -251,12 +258,15 @@ class Grader:
             pool.shutdown(wait=True, cancel_futures=True)
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, old_term)
-            report.write_grades_csv(self.out, students, grade_ids, o.assignment)
+            report.write_grades_csv(self.out, students, grade_ids, o.assignment, self.deadlines)
             self.teardown()
         summary = {"assignment": o.assignment, "course_dir": str(self.assignment.course), "out_dir": str(self.out),
                    "isolation": isolation, "cgroups": self.runtime.cgroup_controllers if self.runtime else [],
                    "warnings": self.runtime.boxes.warnings if self.runtime else [], "jobs": o.jobs,
-                   "submissions": len(subs), "graded": done, "skipped": len(skipped), "ignored": disc.ignored,
+                   "submissions": len(subs), "graded": done, "skipped": len(skipped),
+                   "ignored": disc.ignored + version_notes, "collisions": disc.collisions,
+                   "identities": {s: disc.identities[s] for s in students if s in disc.identities},
+                   "deadlines": self.deadlines.to_dict() if self.deadlines else None,
                    "interrupted": interrupted, "seconds": round(time.monotonic() - t0, 2),
                    "setup_seconds": round(setup_seconds, 2),
                    "statuses": report.count_statuses(self.out, students)}

@@ -27,6 +27,8 @@ STATUSES = {
     "tampering": "the submission tries to change how it is graded; all tests score 0",
     "wrong_assignment": "the notebook belongs to another assignment; 0",
     "invalid_notebook": "empty, not JSON, or not a valid notebook; 0",
+    "invalid": "no readable notebook file: a symlink, a folder named .ipynb,\n"
+               "unreadable, or not an .ipynb file; 0",
     "error": "the grader itself failed for this student (see results/<student>.json)",
 }
 
@@ -96,6 +98,7 @@ class Job(_Json):
     result: str               # where the worker writes its Result
     feedback: str             # where the worker writes the feedback page
     memory_cgroup: str | None = None
+    notebook_timeout: int = 0                       # seconds for all cells together (0: no limit)
     notes: list = field(default_factory=list)       # texts added to the reason
     forbidden: list = field(default_factory=list)   # static findings: {kind, cell, label, what}
 
@@ -118,3 +121,7 @@ class Result(_Json):
     submission: str = ""                             # where the notebook came from
     submission_sha256: str = ""
     isolation: str | None = None
+    identity: dict = field(default_factory=dict)     # who handed it in (discovery.Submission.identity)
+    version: dict = field(default_factory=dict)      # id, submitted_at, time_source (Submission.version_info)
+    feedback: str = ""                               # this version's page: feedback/<student>/<version>.html
+    history: list = field(default_factory=list)      # every graded version, oldest first (report.write_result)

@@ -7,11 +7,13 @@ Entry points (both read a job file and write the answer file the job names):
 
 A :class:`~autograder.grading.types.PrepareJob` runs ``nbgrader generate_assignment`` in a private
 course folder (the template: gradebook with the hidden tests + release version).  A
-:class:`~autograder.grading.types.Job` runs nbgrader's autograde with
+:class:`~autograder.grading.types.Job` starts the sandbox kernel at once (its start-up overlaps
+nbgrader's preparation of the notebook), runs nbgrader's autograde with
 :class:`~autograder.grading.executor.SandboxedExecute` in the student's private copy of the template,
-reads the scores back from the gradebook, decides with :func:`~autograder.grading.verdict.verdict`,
-writes the zeros of that verdict back to the gradebook (so the feedback shows the same numbers) and
-renders the feedback page.
+reads the executor's events (fail closed: an unreadable record is status ``error``) and the scores
+from the gradebook, decides with :func:`~autograder.grading.verdict.verdict`, writes the zeros of that
+verdict back to the gradebook (so the feedback shows the same numbers) and renders the feedback page.
+``details["timing"]`` of the result says where the worker's time went.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ..course.files import atomic_write
 from .options import load_course_config, config_value
 from .render import inject_banner, simple_feedback
 from .types import Job, PrepareJob, PrepareResult, Result
-from .verdict import GradebookScore, verdict
+from .verdict import EventsError, GradebookScore, parse_events, verdict
 
 __all__ = ["KERNEL_NAME", "PRELOAD", "nbgrader_config", "prepare", "grade", "run_job", "child_main", "main"]
 
@@ -62,6 +64,8 @@ def nbgrader_config(job: PrepareJob | Job):
             cfg[section].raise_on_iopub_timeout = False
             cfg[section].startup_timeout = 90
             cfg[section].kernel_name = KERNEL_NAME
+            cfg[section].shutdown_kernel = "immediate"  # the sandbox is torn down right after anyway
+        cfg.SandboxedExecute.notebook_timeout = int(job.notebook_timeout)
         cfg.SandboxedExecute.sandbox_kernel = KERNEL_NAME
         cfg.SandboxedExecute.events_file = job.events_file
         cfg.SandboxedExecute.output_limit = int(job.output_limit)
@@ -95,23 +99,21 @@ def prepare(job: PrepareJob) -> PrepareResult:
             env = dict(os.environ, MPLCONFIGDIR=job.mplconfig)
             subprocess.run([sys.executable, "-I", "-c", "import matplotlib.font_manager"], env=env,
                            capture_output=True, timeout=300, cwd="/")
-    except Exception:  # noqa: BLE001 - reported to the supervisor, which stops the run
+    except Exception:  # noqa: BLE001 - fails closed: no template; the supervisor stops the run with this text
         out.error = traceback.format_exc()
     return out
 
 
-def _read_events(path) -> list:
-    events = []
+def read_events(path) -> list:
+    """The executor's events (:func:`~autograder.grading.verdict.parse_events`); a missing or unreadable
+    file raises :class:`~autograder.grading.verdict.EventsError` -- never "no events"."""
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    pass
-    except OSError:
-        pass
-    return events
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EventsError("the events file is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EventsError(f"the events file cannot be read: {e}") from None
+    return parse_events(text)
 
 
 def _oom_count(memory_dir) -> int:
@@ -133,31 +135,46 @@ def grade(job: Job) -> Result:
     from nbgrader.api import Gradebook
     import nbformat
 
+    from .executor import discard_prestarted_kernel, prestart_kernel
+
     a, sid, nbname = job.assignment, job.student, job.notebook
     root = Path(job.root)
-    started = time.monotonic()
+    clock = _Clock()
     api = _api(job)
-    r = api.autograde(a, sid, force=True, create=True)
-    print(f"[autograder] autograde took {time.monotonic() - started:.2f} s", file=sys.stderr, flush=True)
-    events = _read_events(job.events_file)
+    prestart_kernel(api.config, KERNEL_NAME, str(root))
+    clock.lap("kernel_launch_s")
+    try:
+        r = api.autograde(a, sid, force=True, create=True)
+    finally:
+        discard_prestarted_kernel()  # still there only if autograde failed before executing
+    clock.lap("autograde_s")
+    print(f"[autograder] autograde took {clock.laps['autograde_s']:.2f} s", file=sys.stderr, flush=True)
+    try:
+        events, record_error = read_events(job.events_file), None
+    except EventsError as e:
+        events, record_error = [], str(e)
     oom = _oom_count(job.memory_cgroup)
     autograded = root / "autograded" / sid / a / f"{nbname}.ipynb"
     if not r.get("success") or not autograded.exists():
         err = (r.get("error") or r.get("log") or "").strip().splitlines()
+        details = {"log": (r.get("log") or "")[-5000:], "events": events, "timing": clock.laps}
+        if record_error:
+            details["record_error"] = record_error
         return Result(status="error", reason="nbgrader autograde failed: " + (err[-1] if err else "?")[:300],
-                      details={"log": (r.get("log") or "")[-5000:], "events": events})
+                      details=details)
     nb = nbformat.read(str(autograded), as_version=4)
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         sub = gb.find_submission_notebook(nbname, a, sid)
         raw = [GradebookScore(g.name, g.manual_score if g.manual_score is not None else g.auto_score,
                               g.extra_credit, float(g.max_score)) for g in sub.grades]
-        result = verdict(events, raw, nb, job, oom)
+        result = verdict(events, raw, nb, job, oom, record_error=record_error)
         zeroed = set(result.details.get("zeroed", ()))
         for g in sub.grades:
             if g.name in zeroed:
                 g.manual_score, g.extra_credit = 0.0, None
         if zeroed:
             gb.db.commit()
+    clock.lap("verdict_s")
     fr = api.generate_feedback(a, sid, force=True)
     html_path = root / "feedback" / sid / a / f"{nbname}.html"
     if fr.get("success") and html_path.exists():
@@ -166,7 +183,22 @@ def grade(job: Job) -> Result:
     else:
         Path(job.feedback).write_text(simple_feedback(sid, a, result), encoding="utf-8")
         result.details["feedback_error"] = (fr.get("error") or "")[-2000:]
+    clock.lap("feedback_s")
+    result.details["timing"] = clock.laps
     return result
+
+
+class _Clock:
+    """Wall-clock laps of the worker, in seconds: ``laps[name]`` = time since the previous lap."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
 
 
 def run_job(job_path: str) -> int:
@@ -182,7 +214,7 @@ def run_job(job_path: str) -> int:
     result = Result(reason="the grading worker failed")
     try:
         result = grade(job)
-    except Exception:  # noqa: BLE001 - one student's problem is reported in their result
+    except Exception:  # noqa: BLE001 - fails closed: status error (all 0) with the traceback in the result
         result.reason = "internal grading error: " + traceback.format_exc().strip().splitlines()[-1][:300]
         result.details = {"traceback": traceback.format_exc()[-5000:]}
     atomic_write(Path(job.result), result.to_json(indent=1, sort_keys=True))

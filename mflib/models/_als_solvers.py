@@ -172,9 +172,13 @@ def _add_row_scaled(slot_values, row_scale, slot_terms, pieces):
 
 
 def _gram(fixed_factors, regularization) -> np.ndarray:
-    """``Y^T Y + lambda I`` (accumulated in float64)."""
-    fixed = np.asarray(fixed_factors, dtype=np.float64)
-    gram = fixed.T @ fixed
+    """``Y^T Y + lambda I`` (accumulated in float64, converted a block of rows at a time)."""
+    fixed = np.asarray(fixed_factors)
+    block = max(1, _CHUNK_BYTES // (8 * max(1, fixed.shape[1])))
+    gram = np.zeros((fixed.shape[1], fixed.shape[1]))
+    for start in range(0, fixed.shape[0], block):
+        rows = fixed[start:start + block].astype(np.float64, copy=False)
+        gram += rows.T @ rows
     gram[np.diag_indices_from(gram)] += regularization
     return gram
 
@@ -196,14 +200,17 @@ def _prepare(fixed_factors, user_items, alpha, plan):
 def _loss(user_factors, item_factors, confidences, scores, regularization) -> float:
     """``sum((X^T X) * (Y^T Y)) + sum_obs [c (1 - s)^2 - s^2] + lambda (||X||^2 + ||Y||^2)`` in float64
     (``||X||_F^2 = trace(X^T X)``); ``confidences`` and ``scores`` list the observed cells."""
-    users = np.asarray(user_factors, dtype=np.float64)
-    items = np.asarray(item_factors, dtype=np.float64)
-    user_gram, item_gram = users.T @ users, items.T @ items
     scores = np.asarray(scores, dtype=np.float64)
     errors = 1.0 - scores
     observed = float(np.dot(confidences, errors * errors) - np.dot(scores, scores))
-    all_cells = float(np.sum(user_gram * item_gram))
-    return all_cells + observed + regularization * float(np.trace(user_gram) + np.trace(item_gram))
+    return _gram_terms(user_factors, item_factors, regularization) + observed
+
+
+def _gram_terms(user_factors, item_factors, regularization) -> float:
+    """``sum((X^T X) * (Y^T Y)) + lambda (trace(X^T X) + trace(Y^T Y))`` in float64 (the all-cells ``s^2`` sum
+    and the penalty)."""
+    user_gram, item_gram = _gram(user_factors, 0.0), _gram(item_factors, 0.0)
+    return float(np.sum(user_gram * item_gram)) + regularization * float(np.trace(user_gram) + np.trace(item_gram))
 
 
 # ---- running the chunks -------------------------------------------------------------------------------
@@ -388,6 +395,14 @@ def _matching_slots(user_items: sp.csr_matrix, user_plan: SolverPlan, item_plan:
 
 
 def _plan_loss(user_factors, item_factors, plan: SolverPlan, slot_scores, regularization) -> float:
-    """:func:`als_loss` from slot-order scores (only the slots of stored entries count)."""
-    return _loss(user_factors, item_factors, plan.entry_confidence,
-                 np.take(slot_scores, plan.entry_slot, mode="clip"), regularization)
+    """:func:`als_loss` from slot-order scores, without reordering them: on an observed slot ``t = c`` and
+    ``w = c - 1`` (both 0 on padding), so ``c (1 - s)^2 - s^2 = t - 2 t s + w s^2`` and the observed part is
+    ``sum(c) - 2 t . s + w . s^2`` over all slots. Accumulated in float64, a cache-sized block at a time."""
+    observed = float(np.sum(plan.entry_confidence))
+    step = _CHUNK_BYTES // 8
+    for start in range(0, plan.n_slots, step):
+        scores = slot_scores[start:start + step].astype(np.float64)
+        observed -= 2.0 * float(np.dot(plan._target64[start:start + step], scores))
+        np.multiply(scores, scores, out=scores)
+        observed += float(np.dot(plan._weight64[start:start + step], scores))
+    return _gram_terms(user_factors, item_factors, regularization) + observed

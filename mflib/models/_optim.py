@@ -294,6 +294,7 @@ def adam_update_rows(param, m, v, rows, gradient, step: int, learning_rate: floa
         theta = current
     np.take(m, rows, axis=0, out=first, mode="clip")
     np.take(v, rows, axis=0, out=second, mode="clip")
+    beta1, beta2 = float(beta1), float(beta2)
     first *= beta1                                    # m <- beta1 m + (1 - beta1) g
     np.multiply(gradient, 1 - beta1, out=work)
     first += work
@@ -301,11 +302,12 @@ def adam_update_rows(param, m, v, rows, gradient, step: int, learning_rate: floa
     np.multiply(gradient, gradient, out=work)
     work *= 1 - beta2
     second += work
-    correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+    # python floats, not numpy float64 scalars: those would make float32 arithmetic run in float64
+    correction1, root_correction2 = float(1 - beta1 ** step), float(np.sqrt(1 - beta2 ** step))
     np.sqrt(second, out=work)                         # sqrt(v) + eps sqrt(c2) = sqrt(c2) (sqrt(v_hat) + eps)
-    work += eps * np.sqrt(correction2)
+    work += float(eps) * root_correction2
     np.divide(first, work, out=work)
-    work *= learning_rate * np.sqrt(correction2) / correction1
+    work *= float(learning_rate) * root_correction2 / correction1
     theta -= work
     param[rows] = theta
     m[rows] = first

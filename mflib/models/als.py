@@ -296,17 +296,18 @@ class ALS(FactorModel):
         self.loss_history_ = []
         user_plan = SolverPlan(user_items, self.alpha)
         item_plan = SolverPlan(item_users, self.alpha)
-        # x_u . y_i of the stored entries, kept up to date in both plans' slot orders
+        # x_u . y_i of the stored entries, kept up to date in both plans' slot orders (the first user step
+        # computes them from the initial factors, chunk by chunk)
         item_from_user, user_from_item = _matching_slots(user_items, user_plan, item_plan)
         user_scores = np.zeros(user_plan.n_slots, np.float32)
-        user_scores[user_plan.entry_slot] = observed_scores(self.user_factors, self.item_factors, user_items)
-        item_scores = np.take(user_scores, item_from_user, mode="clip")
+        item_scores = np.zeros(item_plan.n_slots, np.float32)
         threads = _resolve_threads(self.num_threads)
         bar = progress(range(self.iterations), show, desc="ALS", unit="it")
-        for _ in bar:
+        for iteration in bar:
             if self.solver == "cg":
                 self.user_factors = _cg_rows(self.item_factors, user_plan, self.user_factors, self.regularization,
-                                             self.cg_steps, user_scores, user_scores, threads)
+                                             self.cg_steps, user_scores if iteration else None, user_scores,
+                                             threads)
                 np.take(user_scores, item_from_user, out=item_scores, mode="clip")
                 self.item_factors = _cg_rows(self.user_factors, item_plan, self.item_factors, self.regularization,
                                              self.cg_steps, item_scores, item_scores, threads)

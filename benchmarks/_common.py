@@ -9,13 +9,20 @@ models learn from a seeded 80/20 split of all ratings and are scored by test RMS
 from __future__ import annotations
 
 import importlib
+import os
+import platform
 import time
+from pathlib import Path
 
 from mflib import evaluation
 from mflib.metrics import rmse
 from mflib.models import registry
 
-__all__ = ["installed_models", "score_implicit", "score_explicit", "score_features", "print_table"]
+__all__ = ["installed_models", "score_implicit", "score_explicit", "score_features", "print_table", "markdown_table",
+           "machine_lines", "surprise_trainset"]
+
+#: Variables that change which OpenBLAS kernel runs (some virtual machines set them; they slow a current numpy).
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def installed_models(data: str | None = None) -> list[tuple[registry.ModelEntry, type]]:
@@ -97,3 +104,67 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
         print(line)
         if row.get("error"):
             print(f"    error: {row['error']}")
+
+
+def _cell(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and fmt else ("" if value is None else str(value))
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]], name_key: str | None = None,
+                   name_header: str | None = None) -> str:
+    """``rows`` as a markdown table: first the name column (``model`` or ``task``), then ``columns`` as in
+    :func:`print_table`; a missing value is left blank."""
+    name_key = name_key or ("model" if "model" in rows[0] else "task")
+    headers = [name_header or name_key] + [head for _, head, _ in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * len(columns)]
+    for row in rows:
+        cells = [str(row[name_key])] + [_cell(row.get(key), fmt) for key, _, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_lines() -> list[str]:
+    """What the figures depend on, as markdown bullet lines: CPU, cores, load average, versions, the BLAS
+    and OpenMP libraries this process loaded with their kernel and thread counts (threadpoolctl, read under
+    the current limits), and the environment variables that change them."""
+    import numpy as np
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [f"- CPU: {_cpu_model()}, {cores} cores available to this process (os.cpu_count() = {os.cpu_count()})",
+             "- load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+             f"- Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}"]
+    versions = []
+    for module in ("implicit", "lightfm", "surprise", "myfm", "faiss"):
+        try:
+            versions.append(f"{module} {getattr(importlib.import_module(module), '__version__', '?')}")
+        except ImportError:
+            versions.append(f"{module} not installed")
+    lines.append("- " + ", ".join(versions))
+    lines.append("- environment: " + ", ".join(f"{name}={os.environ[name]}" if name in os.environ else f"{name} unset"
+                                              for name in BLAS_ENV))
+    for pool in threadpool_info():
+        lines.append(f"- {pool.get('user_api')}: {pool.get('internal_api')} {pool.get('version') or ''} "
+                     f"({Path(pool.get('filepath', '')).name}), kernel {pool.get('architecture', 'n/a')}, "
+                     f"{pool.get('num_threads')} threads")
+    return lines
+
+
+def surprise_trainset(train):
+    """A Surprise trainset of a ratings frame (``user_idx``, ``item_idx``, ``rating``)."""
+    import pandas as pd
+    from surprise import Dataset, Reader
+
+    frame = pd.DataFrame({"u": train["user_idx"], "i": train["item_idx"], "r": train["rating"]})
+    return Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()

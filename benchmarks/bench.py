@@ -1,36 +1,57 @@
 """Side-by-side benchmark: mflib's models against implicit, LightFM, Surprise and myFM, in one run.
 
-    make bench                       # installs the comparison libraries, then runs this
-    python benchmarks/bench.py [--seeds 0 1 2] [--quick] [--no-svdpp]      (from the repository root)
+    make bench                                    # installs the comparison libraries, then runs this with --write
+    python benchmarks/bench.py [--write] [--only implicit explicit speed seed-scale beyond] [--quick]
 
-Quality on ML-100K (the course protocol, :mod:`mflib.evaluation`), averaged over split seeds:
-  implicit models: NDCG@10, P@10, R@10, genre Jaccard@10 of similar items, fit time;
-  explicit models: RMSE, fit time.
-Speed, each pair measured in this run on this machine with BLAS pinned to one thread
-(OPENBLAS_NUM_THREADS=1, as implicit recommends; implicit and LightFM still use their own threads):
-  ALS fit on an ML-1M-sized synthetic matrix (6,040 x 3,706, ~575k positives, power-law popularity),
-  64 factors, 15 iterations, mflib vs implicit; the classic per-user ``spsolve`` loop on ML-100K;
-  seconds per epoch of SVD vs Surprise, BPR vs implicit's BPR, WARP vs LightFM's WARP.
+(from the repository root; ``make bench`` runs it with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset and
+``OPENBLAS_NUM_THREADS=1``). One run measures everything and, with ``--write``, writes **docs/benchmarks.md**
+(every table, with the machine, the BLAS kernel and thread counts above them) and rewrites the README's
+tables between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` from the same numbers. Nothing measured
+is ever copied by hand.
 
+Sections:
+
+* ``implicit`` / ``explicit``: quality on ML-100K, the course protocol (:mod:`mflib.evaluation`), means over
+  split seeds. Implicit models: NDCG@10, P@10, R@10, genre Jaccard@10 of similar items, the known pairs,
+  fit time; explicit models: RMSE, fit time.
+* ``speed``: mflib against its anchors, interleaved best-of-3 in this process, every row measured twice
+  (:mod:`speed`): the ratios of the two passes give the run-to-run noise stated in the report.
+* ``seed-scale``: ``benchmarks/seed_scale.py`` (FM epoch at ml-latest size, ALS fit at ML-20M size next to
+  implicit), each in a child process.
+* ``beyond``: notebook 07's tables from ``benchmarks/beyond.py``.
+
+BLAS is pinned to one thread in this process (threadpoolctl; implicit and LightFM use their own threads).
 Libraries that are not installed are reported as missing, not silently skipped.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import subprocess
+import sys
 import time
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from _common import print_table, score_explicit, score_features, score_implicit
+from _common import (machine_lines, markdown_table, print_table, score_explicit, score_features, score_implicit,
+                     surprise_trainset)
 from mflib import evaluation
 from mflib.datasets import load_movielens
 from mflib.metrics import rmse
-from synthetic import naive_als_spsolve, synthetic_implicit
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT = REPO / "docs" / "benchmarks.md"
+README = REPO / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+#: Figures quoted from the issue and the seed projects (not measured here), printed as such.
+QUOTED = ("The issue's anchors from the seed projects' grid searches (quoted, not measured here): LightFM BPR "
+          "NDCG@10 0.243, myFM RMSE 0.899, Surprise SVD after a grid 0.920.")
 
 
 # ---- adapters: every library behind the same two calls ---------------------------------------------
@@ -88,6 +109,25 @@ class LightFMAdapter:
         return self.factor_model.similar_items(*args, **kwargs)
 
 
+class RandomVectors:
+    """The chance level of the similar-items column: 64 Gaussian factors per item, nothing learned."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def fit(self, train):
+        from mflib.models.base import FactorModel
+
+        rng = np.random.default_rng(self.seed)
+        self.model = FactorModel()
+        self.model.item_factors = rng.standard_normal((train.shape[1], 64)).astype(np.float32)
+        self.model.user_factors = np.zeros((train.shape[0], 64), np.float32)
+        return self
+
+    def similar_items(self, *args, **kwargs):
+        return self.model.similar_items(*args, **kwargs)
+
+
 def _optional(module: str):
     try:
         return __import__(module)
@@ -109,6 +149,7 @@ def implicit_candidates(quick: bool):
         "mflib BPR": lambda seed: mflib.BPR(random_state=seed),
         "mflib WARP": lambda seed: mflib.WARP(random_state=seed),
         "popularity": lambda seed: mflib.Popularity(),
+        "random vectors (similar items only)": lambda seed: RandomVectors(seed),
     }
     if _optional("implicit"):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -119,10 +160,11 @@ def implicit_candidates(quick: bool):
         candidates["implicit BPR (defaults)"] = lambda seed: ImplicitAdapter(
             BayesianPersonalizedRanking(factors=64, random_state=seed))
     if _optional("lightfm"):
-        candidates["LightFM WARP (64, lr .02, 60 ep)"] = lambda seed: LightFMAdapter(
-            "warp", epochs=20 if quick else 60, random_state=seed)
-        candidates["LightFM BPR (64, lr .02, 60 ep)"] = lambda seed: LightFMAdapter(
-            "bpr", epochs=20 if quick else 60, random_state=seed)
+        epochs = 20 if quick else 60
+        candidates[f"LightFM WARP (64, lr .02, {epochs} ep)"] = lambda seed: LightFMAdapter(
+            "warp", epochs=epochs, random_state=seed)
+        candidates[f"LightFM BPR (64, lr .02, {epochs} ep)"] = lambda seed: LightFMAdapter(
+            "bpr", epochs=epochs, random_state=seed)
     return candidates
 
 
@@ -131,6 +173,9 @@ def quality_implicit(ds, seeds, quick: bool) -> list[dict]:
     for seed in seeds:
         train, test = evaluation.implicit_split(ds, seed)
         for name, make in implicit_candidates(quick).items():
+            if name.startswith("random vectors"):
+                rows[name]["genre J"].append(evaluation.evaluate_similar_items(make(seed).fit(train), ds, train))
+                continue
             result = score_implicit(lambda: make(seed), ds, train, test,  # noqa: B023
                                     similar=name != "popularity")
             for key in ("ndcg@10", "precision@10", "recall@10", "fit s", "genre J", "pairs"):
@@ -166,11 +211,11 @@ def quality_explicit(ds, seeds, quick: bool, svdpp: bool) -> list[dict]:
                                  "Surprise SVD (200 f, 100 ep, lr .005, reg .1)": dict(
                                      n_factors=200, n_epochs=30 if quick else 100, lr_all=0.005, reg_all=0.1)}.items():
                 start = time.perf_counter()
-                algo = surprise.SVD(random_state=seed, **params).fit(_surprise_trainset(train))
+                algo = surprise.SVD(random_state=seed, **params).fit(surprise_trainset(train))
                 record(name, _surprise_predict(algo, test), time.perf_counter() - start)
             if svdpp and not quick:
                 start = time.perf_counter()
-                algo = surprise.SVDpp(random_state=seed).fit(_surprise_trainset(train))
+                algo = surprise.SVDpp(random_state=seed).fit(surprise_trainset(train))
                 record("Surprise SVD++ (defaults)", _surprise_predict(algo, test), time.perf_counter() - start)
         if myfm:
             start = time.perf_counter()
@@ -178,14 +223,6 @@ def quality_explicit(ds, seeds, quick: bool, svdpp: bool) -> list[dict]:
             record("myFM Bayesian FM (rank 10, side features)", predictions, time.perf_counter() - start)
     return [{"model": name, **{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()}}
             for name, row in rows.items()]
-
-
-def _surprise_trainset(train):
-    import pandas as pd
-    from surprise import Dataset, Reader
-
-    frame = pd.DataFrame({"u": train["user_idx"], "i": train["item_idx"], "r": train["rating"]})
-    return Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
 
 
 def _surprise_predict(algo, test):
@@ -217,110 +254,153 @@ def _myfm_predict(myfm, ds, train, test, seed, n_iter):
     return np.clip(model.predict(X_test), 1, 5)
 
 
-# ---- speed -------------------------------------------------------------------------------------------
-def _time(function, repeat=1):
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+# ---- the report -------------------------------------------------------------------------------------
+IMPLICIT_COLUMNS = [("ndcg@10", "NDCG@10", ".3f"), ("precision@10", "P@10", ".3f"), ("recall@10", "R@10", ".3f"),
+                    ("genre J", "genre J@10", ".3f"), ("pairs", "pairs/2", ".1f"), ("fit s", "fit s", ".2f")]
+EXPLICIT_COLUMNS = [("rmse", "RMSE", ".4f"), ("fit s", "fit s", ".2f")]
 
 
-def speed(ds, quick: bool) -> list[dict]:
-    import mflib
+def speed_markdown(rows: list[dict], noise: dict, repeats: int) -> str:
+    """The speed table (times in each row's unit) and the sentence on noise."""
+    cells = []
+    for row in rows:
+        unit = row["unit"]
+        cells.append({**row, "mflib": f"{row['mflib']:.3g} {unit}",
+                      "anchor": row["anchor"] + (f" {row['anchor_time']:.3g} {unit}" if "anchor_time" in row else ""),
+                      "target": f"<= {row['target']:g}" if "target" in row else ""})
+    table = markdown_table(cells, [("threads", "threads (mflib / anchor)", ""), ("mflib", "mflib", ""),
+                                   ("anchor", "anchor", ""), ("ratio", "ratio", ".2f"),
+                                   ("ratio_rerun", "ratio, 2nd pass", ".2f"), ("cpu_ratio", "CPU-time ratio", ".2f"),
+                                   ("target", "target", ""), ("met", "met", "")], name_header="task")
+    note = (f"Best of {repeats} runs per side, interleaved; ratio = mflib / anchor (lower is better), from the "
+            "first pass; every row except the `spsolve` loop was measured again in a second pass. **Noise**: "
+            f"between the two passes the ratios moved by {100 * noise['ratio_change_median']:.0f} % (median) and "
+            f"at most {100 * noise['ratio_change_max']:.0f} %; the repeats of one side within a pass spread by "
+            f"{100 * noise['spread_median']:.0f} % (median, slowest over fastest) and at most "
+            f"{100 * noise['spread_max']:.0f} %. CPU-time ratio: the same ratio in CPU seconds, shown where both "
+            "sides run one thread (it moves least when other processes share the machine). `met` checks both "
+            "passes against the issue's target. mflib's BPR and WARP are single-threaded numpy; the rows with "
+            "the anchor on all cores are for information.")
+    return table + "\n\n" + note
 
-    rows = []
-    matrix = synthetic_implicit(6040, 3706, 575_000, random_state=0)
-    ours = _time(lambda: mflib.ALS(factors=64, iterations=15, random_state=0).fit(matrix), repeat=1 if quick else 2)
-    row = {"task": f"ALS fit, synthetic ML-1M ({matrix.shape[0]}x{matrix.shape[1]}, {matrix.nnz:,} nnz), 64 f, 15 it",
-           "mflib s": ours}
-    if _optional("implicit"):
-        from implicit.cpu.als import AlternatingLeastSquares
 
-        theirs = _time(lambda: AlternatingLeastSquares(factors=64, iterations=15, random_state=0).fit(
-            matrix, show_progress=False), repeat=1 if quick else 2)
-        row.update({"anchor": "implicit ALS (cg)", "anchor s": theirs})
-    rows.append(row)
+def _git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" with uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
 
-    train, _ = evaluation.implicit_split(ds, 0)
-    seconds = _time(lambda: naive_als_spsolve(train, factors=64, iterations=15 if not quick else 2))
-    fast = _time(lambda: mflib.ALS(factors=64, iterations=15 if not quick else 2, random_state=0).fit(train))
-    rows.append({"task": "ALS on ML-100K: classic per-user spsolve loop vs mflib", "mflib s": fast,
-                 "anchor": "per-user spsolve loop", "anchor s": seconds})
 
-    epochs = 5 if quick else 20
-    svd_train, _ = evaluation.explicit_split(ds, 0)
-    users, items, ratings = (svd_train[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
-    ours = _time(lambda: mflib.SVD(factors=100, iterations=epochs, random_state=0).fit(
-        users, items, ratings, n_users=ds.n_users, n_items=ds.n_items)) / epochs
-    row = {"task": "SVD epoch, ML-100K 80k ratings, 100 factors", "mflib s": ours}
-    if _optional("surprise"):
-        import surprise
-
-        trainset = _surprise_trainset(svd_train)
-        row.update({"anchor": "Surprise SVD", "anchor s": _time(
-            lambda: surprise.SVD(n_factors=100, n_epochs=epochs, random_state=0).fit(trainset)) / epochs})
-    rows.append(row)
-
-    ours = _time(lambda: mflib.BPR(factors=64, iterations=epochs, random_state=0).fit(train)) / epochs
-    row = {"task": "BPR epoch, ML-100K positives, 64 factors", "mflib s": ours}
-    if _optional("implicit"):
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-
-        row.update({"anchor": "implicit BPR", "anchor s": _time(lambda: BayesianPersonalizedRanking(
-            factors=64, iterations=epochs, random_state=0).fit(train, show_progress=False)) / epochs})
-    rows.append(row)
-
-    ours = _time(lambda: mflib.WARP(factors=64, iterations=epochs, random_state=0).fit(train)) / epochs
-    row = {"task": "WARP epoch, ML-100K positives, 64 factors", "mflib s": ours}
-    if _optional("lightfm"):
-        from lightfm import LightFM
-
-        row.update({"anchor": "LightFM WARP (1 thread)", "anchor s": _time(lambda: LightFM(
-            loss="warp", no_components=64, random_state=0).fit(sp.coo_matrix(train), epochs=epochs,
-                                                               num_threads=1)) / epochs})
-    rows.append(row)
-    return rows
+def replace_between_markers(text: str, block: str, where: str) -> str:
+    """``text`` with everything between :data:`BEGIN` and :data:`END` replaced by ``block``."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{where} needs exactly one '{BEGIN}' line followed by one '{END}' line: the "
+                         "benchmark rewrites the tables between them")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    sections = ["implicit", "explicit", "speed", "seed-scale", "beyond"]
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs for the anchors, one repeat")
+    parser.add_argument("--quick", action="store_true", help="fewer epochs for the anchors, one repeat, quick "
+                        "07-beyond tables (for trying the script, not for the report)")
     parser.add_argument("--no-svdpp", action="store_true", help="skip Surprise SVD++ (minutes)")
-    parser.add_argument("--only", choices=["implicit", "explicit", "speed"], nargs="+",
-                        default=["implicit", "explicit", "speed"])
+    parser.add_argument("--only", choices=sections, nargs="+", default=sections)
+    parser.add_argument("--repeats", type=int, default=3, help="speed: best of this many runs per side")
+    parser.add_argument("--write", action="store_true",
+                        help=f"write {REPORT.relative_to(REPO)} and the README tables (needs every section)")
+    parser.add_argument("--markdown", metavar="OUT", type=Path, help="write the report to OUT instead")
     args = parser.parse_args(argv)
+    if args.write and (set(args.only) != set(sections) or args.quick):
+        parser.error("--write needs the full run (all sections, no --quick); use --markdown OUT for a partial one")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     warnings.filterwarnings("ignore")
     from threadpoolctl import threadpool_limits
 
+    started = time.time()
+    machine = machine_lines()  # before the limit: the thread counts the libraries start with
     threadpool_limits(1, "blas")
     for name, module in [("implicit", "implicit"), ("LightFM", "lightfm"), ("Surprise", "surprise"),
                          ("myFM", "myfm")]:
         if not _optional(module):
             print(_missing(name, module))
+    print("\n".join(machine), flush=True)
     ds = load_movielens("100k")
-    print(f"ML-100K protocol, split seeds {args.seeds}; numbers are means over seeds")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    parts, readme = {}, {}
     if "implicit" in args.only:
-        print_table("Implicit feedback (positives = rating >= 4, 80/20 split of positives)",
-                    quality_implicit(ds, args.seeds, args.quick),
-                    [("ndcg@10", "NDCG@10", ".3f"), ("precision@10", "P@10", ".3f"), ("recall@10", "R@10", ".3f"),
-                     ("genre J", "genre J@10", ".3f"), ("pairs", "pairs/2", ".1f"), ("fit s", "fit s", ".2f")])
+        rows = quality_implicit(ds, seeds, args.quick)
+        print_table("Implicit feedback (positives = rating >= 4, 80/20 split of positives)", rows, IMPLICIT_COLUMNS)
+        parts["implicit"] = readme["implicit"] = markdown_table(rows, IMPLICIT_COLUMNS, name_header="implicit feedback")
     if "explicit" in args.only:
-        print_table("Explicit ratings (80/20 split of all ratings)",
-                    quality_explicit(ds, args.seeds, args.quick, not args.no_svdpp),
-                    [("rmse", "RMSE", ".4f"), ("fit s", "fit s", ".2f")])
+        rows = quality_explicit(ds, seeds, args.quick, not args.no_svdpp)
+        print_table("Explicit ratings (80/20 split of all ratings)", rows, EXPLICIT_COLUMNS)
+        parts["explicit"] = readme["explicit"] = markdown_table(rows, EXPLICIT_COLUMNS, name_header="explicit ratings")
     if "speed" in args.only:
-        rows = speed(ds, args.quick)
-        for row in rows:
-            if row.get("anchor s") and row.get("mflib s"):
-                row["ratio"] = row["mflib s"] / row["anchor s"]
-        print_table("Speed (BLAS pinned to 1 thread; seconds, lower is better; ratio = mflib / anchor)", rows,
-                    [("mflib s", "mflib s", ".3f"), ("anchor", "anchor", ""), ("anchor s", "anchor s", ".3f"),
-                     ("ratio", "ratio", ".2f")])
+        import speed
+
+        repeats = 1 if args.quick else args.repeats
+        print(f"\nSpeed (interleaved, best of {repeats}, two passes)", flush=True)
+        tasks = speed.measure(speed.speed_tasks(ds, args.quick), repeats=repeats, passes=2)
+        rows, noise = speed.summarise(tasks)
+        parts["speed"] = readme["speed"] = speed_markdown(rows, noise, repeats)
+        print(parts["speed"], flush=True)
+    if "seed-scale" in args.only:
+        import seed_scale
+
+        out = REPO / "docs" / ".seed_scale.md.tmp"
+        extra = ["--sizes", "ml-20m", "--als-iterations", "2", "--als-repeats", "1"] if args.quick else []
+        seed_scale.main(["--only", "fm", "--only", "als", "--markdown", str(out), *extra])
+        parts["seed-scale"] = out.read_text().replace("## Seed-scale speed", "", 1).strip()
+        out.unlink()
+    if "beyond" in args.only:
+        import beyond
+
+        tables = [beyond.new_users_table(ds, seeds), beyond.explicit_table(ds, seeds),
+                  *beyond.two_stage_tables(ds, seeds[0], timed_users=50 if args.quick else 200,
+                                           repeats=1 if args.quick else 3, with_fm=not args.quick)]
+        for table in tables:
+            print(table.text(), flush=True)
+        parts["beyond"] = "\n".join(table.markdown() for table in tables)
+
+    minutes = (time.time() - started) / 60
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    command = "make bench" if args.write else "python benchmarks/bench.py " + " ".join(argv or sys.argv[1:])
+    titles = {"implicit": "Implicit feedback on ML-100K (positives = rating >= 4, seeded 80/20 split of the "
+                          f"positives, means over split seeds {seeds})",
+              "explicit": f"Explicit ratings on ML-100K (seeded 80/20 split of all ratings, means over seeds {seeds})",
+              "speed": "Speed against implicit, LightFM and Surprise (one process, BLAS pinned to one thread)",
+              "seed-scale": "Seed-scale speed (`benchmarks/seed_scale.py`, each measurement in a child process)",
+              "beyond": "Notebook 07 (`benchmarks/beyond.py`)"}
+    report = [f"# Benchmarks\n\nGenerated by `{command}` (`benchmarks/bench.py`) on {when}, revision "
+              f"{_git_revision()}, in {minutes:.0f} min; do not edit by hand. Rerun on a quiet machine to "
+              "update it (the README's tables come from the same run).", "", "## Machine", "", *machine,
+              f"- load average at the end: {load_end}"]
+    for key, text in parts.items():
+        report += ["", f"## {titles[key]}", "", text]
+        if key == "explicit":
+            report += ["", QUOTED]
+    text = "\n".join(report) + "\n"
+    if args.markdown:
+        args.markdown.write_text(text)
+        print(f"\nwrote {args.markdown}")
+    if args.write:
+        REPORT.write_text(text)
+        block = [f"*Generated by `make bench` on {when} ({machine[0][2:]}; load average "
+                 f"{machine[1].split(': ')[1]} at the start, {load_end} at the end). Machine, BLAS kernel and "
+                 f"thread counts, the seed-scale and 07-beyond tables: [docs/benchmarks.md](docs/benchmarks.md).*",
+                 "", readme["implicit"], "", readme["explicit"], "", QUOTED, "", readme["speed"]]
+        README.write_text(replace_between_markers(README.read_text(), "\n".join(block), str(README)))
+        print(f"\nwrote {REPORT} and the tables of {README}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ with its thread counts (``threadpoolctl``), then one table per section:
 * ``fm``: one epoch of :class:`mflib.FactorizationMachine` (user + item one-hot, k = 120, lazy Adam, float32,
   all cores) next to the seed's figure (an FM with k = 120 on ml-latest: 590 s per epoch on a GPU), with the
   peak memory of the process that trained it.
+* ``als``: :class:`mflib.ALS` fit (64 factors, 15 iterations, CG, all cores) on an ML-20M-sized synthetic
+  matrix of positives (138,493 x 26,744, 10M positives, power-law popularity: ``benchmarks/synthetic.py``),
+  interleaved with implicit's ``AlternatingLeastSquares`` (CG, all cores) in the same child, best of 3 each.
 
 Add a section by writing a function ``section_<name>(args) -> str`` (it returns its markdown and measures
 in a child process, see :func:`run_child`) and listing it in :data:`SECTIONS`.
@@ -229,8 +232,66 @@ def section_fm(args) -> str:
     return "\n".join(lines)
 
 
-#: ``--only`` choices, in the order they run. Add a section: ``"als": section_als``.
-SECTIONS = {"fm": section_fm}
+# ---- ALS at ML-20M size, next to implicit (helper H11) ------------------------------------------------------
+#: (users, items, positives) of the ALS matrix: ML-20M's users and films, ~ its ratings >= 4.
+ALS_SIZES = {"ml-20m": (138_493, 26_744, 10_000_000)}
+
+
+def measure_als(size: str, factors: int, iterations: int, repeats: int, num_threads: int,
+                random_state: int = 0) -> dict:
+    """Generate the ``size`` matrix of positives, then fit mflib's ALS and implicit's ALS ``repeats`` times
+    each, interleaved; wall and CPU seconds of every fit, peak memory, BLAS info."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from synthetic import synthetic_implicit
+    from threadpoolctl import threadpool_limits
+
+    from mflib.models.als import ALS
+
+    n_users, n_items, nnz = ALS_SIZES[size]
+    start = time.perf_counter()
+    matrix = synthetic_implicit(n_users, n_items, nnz, random_state=random_state)
+    generate_s = time.perf_counter() - start
+    threadpool_limits(1, "blas")  # implicit's OpenMP threads call BLAS; numpy's calls are small per chunk
+    load_before = os.getloadavg()[0]
+    fits = {"mflib": [], "implicit": []}
+    for _ in range(repeats):
+        for name, fit in (("mflib", lambda: ALS(factors=factors, iterations=iterations, random_state=random_state,
+                                                 num_threads=num_threads).fit(matrix)),
+                          ("implicit", lambda: AlternatingLeastSquares(
+                              factors=factors, iterations=iterations, random_state=random_state,
+                              num_threads=num_threads).fit(matrix, show_progress=False))):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fit()
+            fits[name].append((time.perf_counter() - start, time.process_time() - cpu_start))
+    return {"size": size, "users": n_users, "items": n_items, "positives": matrix.nnz, "generate_s": generate_s,
+            "fits": fits, "peak_rss_mib": _peak_rss_mib(), "load_1min": load_before,
+            "load_after": os.getloadavg()[0], "threads": num_threads or os.cpu_count(), "blas": blas_info()}
+
+
+def section_als(args) -> str:
+    row = run_child("als", size="ml-20m", factors=64, iterations=args.als_iterations, repeats=args.als_repeats,
+                    num_threads=args.num_threads)
+    best = {name: min(fits, key=lambda f: f[0]) for name, fits in row["fits"].items()}
+    lines = [f"### ALS fit at ML-20M size (64 factors, {args.als_iterations} iterations, CG with 3 steps, "
+             f"{row['threads']} threads each)", "",
+             "| library | users | items | positives | fit (wall, best of "
+             f"{args.als_repeats}) | all fits (wall) | CPU time of the best | ratio mflib / implicit |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name in ("mflib", "implicit"):
+        walls = ", ".join(f"{wall:.1f}" for wall, _ in row["fits"][name])
+        ratio = f"**{best['mflib'][0] / best['implicit'][0]:.2f}**" if name == "mflib" else ""
+        lines.append(f"| {name} ALS | {row['users']:,} | {row['items']:,} | {row['positives']:,} | "
+                     f"**{best[name][0]:.1f} s** | {walls} s | {best[name][1]:.1f} s | {ratio} |")
+    lines += ["", "Synthetic 0/1 matrix (`benchmarks/synthetic.py`: power-law item popularity, log-normal user "
+              f"activity), generated in {row['generate_s']:.0f} s; mflib's and implicit's fits interleaved in one "
+              f"child process (peak RSS {row['peak_rss_mib'] / 1024:.2f} GiB, both libraries); load average "
+              f"{row['load_1min']:.2f} before, {row['load_after']:.2f} after. implicit computes no training loss "
+              "by default; mflib records the loss of every iteration (`loss_history_`), which is included."]
+    return "\n".join(lines)
+
+
+#: ``--only`` choices, in the order they run.
+SECTIONS = {"fm": section_fm, "als": section_als}
 
 
 def main(argv=None) -> int:
@@ -242,6 +303,8 @@ def main(argv=None) -> int:
     parser.add_argument("--factors", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=65536)
     parser.add_argument("--num-threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--als-iterations", type=int, default=15, help="als: ALS iterations per fit")
+    parser.add_argument("--als-repeats", type=int, default=3, help="als: fits per library (best counts)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one single-thread epoch (first size) and list the top N functions")
     parser.add_argument("--child", nargs=2, metavar=("SECTION", "JSON"), help=argparse.SUPPRESS)

@@ -1,6 +1,7 @@
 """The course is valid: sources, solutions and released notebooks agree, and real nbgrader grades it right.
 
-Per assignment (skipped while its files do not exist yet):
+Per assignment (skipped while its files do not exist yet -- but failed with CI=true or as root, see
+tests/preconditions.py):
 
 * ``solutions/NN/NN.ipynb`` is what ``course_src/NN.py`` builds (cell sources + nbgrader metadata);
 * in a temporary course directory, ``nbgrader generate_assignment`` regenerates exactly the committed
@@ -28,6 +29,7 @@ import pytest
 from autograder.course.notebooks import ASSIGNMENTS, SOURCES, build_notebook, release_path, solution_path
 from course_bugs import (ROOT, CourseDir, blank_submission, course_env, entry_label, load_corpus, normalise,
                          submission)
+from preconditions import missing
 
 pytestmark = pytest.mark.course
 
@@ -82,7 +84,7 @@ def _missing(name: str, need_release: bool = True) -> str | None:
 def test_solution_notebook_matches_its_source(name):
     reason = _missing(name, need_release=False)
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     built = build_notebook(SOURCES / f"{name}.py")
     committed = nbformat.read(solution_path(name), as_version=4)
     problems = _compare_cells(built, committed, f"solutions/{name}")
@@ -95,7 +97,7 @@ def test_solution_notebook_is_executed_and_clean(name):
     """The committed solution carries its outputs (for self-learners) and no error or stderr output."""
     reason = _missing(name, need_release=False)
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     notebook = nbformat.read(solution_path(name), as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert any(c.get("outputs") for c in code), f"solutions/{name} has no outputs: build it with execution"
@@ -139,7 +141,7 @@ def _messages(graded, cells) -> str:
 def test_assignment_autogrades(name, tmp_path):
     reason = _missing(name)
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     corpus = CORPUS.get(name, {"bugs": [], "alternatives": [], "modules": []})
     committed_release = nbformat.read(release_path(name), as_version=4)
     course = CourseDir(tmp_path / "course", name)

@@ -2,7 +2,8 @@
 
 Everything runs against a tiny course made in a temporary directory
 (:mod:`tests.grading_fixtures.course`), never against the real course notebooks.  The sandbox
-tests need root and Linux namespaces; without them only the static/unit tests run.
+tests need root and Linux namespaces; without them only the static/unit tests run -- except with
+``CI=true`` or as root, where a missing precondition fails them (:mod:`tests.preconditions`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_fixtures.course import (  # noqa: E402
     GRADE_IDS, MAX_TOTAL, make_course, ps2_notebook, student_notebook, write)
+from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading import notebook as nbmod  # noqa: E402
 from autograder.grading import scan as scanmod  # noqa: E402
@@ -38,14 +40,13 @@ TIMEOUT = 5
 USER_PREFIX = "mfgrade-sbx"
 
 
-def _namespaces_work() -> bool:
-    if not ROOT:
-        return False
-    r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True)
-    return r.returncode == 0
+@pytest.fixture
+def sandbox():
+    """Skips -- or with CI=true / as root fails -- unless root and Linux namespaces work here."""
+    require_sandbox()
 
 
-needs_sandbox = pytest.mark.skipif(not _namespaces_work(), reason="needs root and Linux namespaces")
+needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 ADD = "def add(a, b):\n    return a + b"
 SCALE = "def scale(xs, k):\n    return [x * k for x in xs]"
@@ -226,8 +227,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory):
-    if not _namespaces_work():
-        pytest.skip("needs root and Linux namespaces")
+    require_sandbox()
     root = tmp_path_factory.mktemp("grading")
     course = make_course(root / "course")
     subs = root / "subs"

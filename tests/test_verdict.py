@@ -1,7 +1,9 @@
 """The pure verdict of the grader (:func:`autograder.grading.verdict.verdict`), without root or nbgrader.
 
 An autograded notebook is built by hand (three answer cells, three test cells of 1 + 2 + 2 points and a
-manually graded answer), then events and gradebook scores are fed to ``verdict`` the way the worker does.
+manually graded answer), then events and gradebook scores are fed to ``verdict`` the way the worker does:
+framed by the executor's ``started`` and ``finished`` events.  A record that cannot be read or lacks its
+frame must give status ``error`` (fail closed), never ``graded``.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder.grading.types import Job, Result
-from autograder.grading.verdict import GradebookScore, verdict
+from autograder.grading.verdict import EventsError, GradebookScore, check_record, parse_events, verdict
+from autograder.grading.worker import read_events
 
 POINTS = {"test-a": 1.0, "test-b": 2.0, "test-c": 2.0}
 
@@ -59,19 +62,30 @@ def points(result: Result):
     return tuple(result.scores[g] for g in POINTS)
 
 
+STARTED = {"event": "started", "cell": None, "grade_id": None, "notebook_timeout": 900, "cell_timeout": 5}
+FINISHED = {"event": "finished", "cell": None, "grade_id": None, "cells": 6, "notebook_s": 1.25, "execute_s": 2.0,
+            "budget_hit": False}
+
+
+def framed(events=()):
+    """``events`` as the executor records them: between its ``started`` and ``finished`` events."""
+    return [STARTED, *events, FINISHED]
+
+
 def test_clean_run_is_graded_with_every_score():
-    r = verdict([], scores(), notebook(), job())
+    r = verdict(framed(), scores(), notebook(), job())
     assert r.status == "graded"
     assert points(r) == (1.0, 2.0, 2.0) and r.scores["q-manual"] is None
     assert r.total == 5.0 and r.max_total == 6.0
     assert r.reason == "all 3 tests passed; 1 cell(s) need manual grading"
     assert "zeroed" not in r.details and r.details["events"] == []
+    assert r.details["execution"] == {"cells": 6, "notebook_s": 1.25, "execute_s": 2.0, "budget_hit": False}
 
 
 def test_failed_tests_are_named_with_their_error():
     error = {"output_type": "error", "ename": "AssertionError", "evalue": "loss  rose\n at epoch 3", "traceback": []}
     stderr = {"output_type": "stream", "name": "stderr", "text": "warning"}
-    r = verdict([], scores(a=0.0, b=0.0, c=1.0), notebook({"test-a": [error], "test-b": [stderr]}), job())
+    r = verdict(framed(), scores(a=0.0, b=0.0, c=1.0), notebook({"test-a": [error], "test-b": [stderr]}), job())
     assert r.status == "graded"
     assert "failed: test-a (AssertionError: loss rose at epoch 3), test-b (wrote to stderr), " \
            "test-c (partial credit)" in r.reason
@@ -80,7 +94,7 @@ def test_failed_tests_are_named_with_their_error():
 
 def test_tampering_zeroes_every_test_and_wins_over_other_problems():
     events = [{"event": "timeout", "cell": 2}, {"event": "tampering", "cell": 0, "what": "numpy.allclose replaced"}]
-    r = verdict(events, scores(extra={"test-c": 0.5}), notebook(), job())
+    r = verdict(framed(events), scores(extra={"test-c": 0.5}), notebook(), job())
     assert r.status == "tampering"
     assert points(r) == (0.0, 0.0, 0.0) and r.total == 0.0
     assert r.reason.startswith("tampering detected after a-solution: numpy.allclose replaced; all tests scored 0")
@@ -91,7 +105,7 @@ def test_tampering_zeroes_every_test_and_wins_over_other_problems():
 def test_forbidden_import_zeroes_the_tests_from_that_cell_on():
     static = [{"kind": "forbidden_import", "cell": 2, "label": "b-solution", "what": "imports implicit"}]
     events = [{"event": "forbidden_import", "cell": 4, "what": "mflib.models.als"}]
-    r = verdict(events, scores(), notebook(), job(forbidden=static))
+    r = verdict(framed(events), scores(), notebook(), job(forbidden=static))
     assert r.status == "forbidden_import"
     assert points(r) == (1.0, 0.0, 0.0)
     assert "forbidden import (b-solution: imports implicit; c-solution: imports mflib.models.als); " \
@@ -113,7 +127,7 @@ def test_forbidden_import_zeroes_the_tests_from_that_cell_on():
     ([{"event": "output_truncated", "cell": 0}], 0, "output_limit", "output truncated after 1024 KiB"),
 ])
 def test_each_kernel_event_gives_its_status(events, oom, status, text):
-    r = verdict(events, scores(b=0.0, c=0.0), notebook(), job(), oom_kills=oom)
+    r = verdict(framed(events), scores(b=0.0, c=0.0), notebook(), job(), oom_kills=oom)
     assert r.status == status
     assert text in r.reason
     assert points(r) == (1.0, 0.0, 0.0)  # nothing zeroed beyond what nbgrader scored
@@ -121,14 +135,70 @@ def test_each_kernel_event_gives_its_status(events, oom, status, text):
 
 
 def test_an_event_for_an_unknown_cell_is_labelled_with_a_question_mark():
-    r = verdict([{"event": "kernel_died", "cell": None, "how": "exit code 3"}], scores(), notebook(), job())
+    r = verdict(framed([{"event": "kernel_died", "cell": None, "how": "exit code 3"}]), scores(), notebook(), job())
     assert r.status == "crashed" and "the kernel died in ? (exit code 3)" in r.reason
 
 
 def test_notes_end_the_reason_and_the_result_survives_the_process_boundary():
-    r = verdict([], scores(), notebook(), job(notes=["instructor cell 'test-a' was edited (restored)"]))
+    r = verdict(framed(), scores(), notebook(), job(notes=["instructor cell 'test-a' was edited (restored)"]))
     assert r.reason.endswith("; instructor cell 'test-a' was edited (restored)")
     back = Result.from_json(r.to_json(sort_keys=True))
     assert back == r
     with pytest.raises(TypeError, match="no field"):
         Result.from_json(json.dumps({**json.loads(r.to_json()), "surprise": 1}))
+
+
+def test_notebook_budget_stops_the_notebook_and_keeps_earlier_points():
+    events = [{"event": "notebook_timeout", "cell": 2, "seconds": 20}]
+    r = verdict(framed(events), scores(b=0.0, c=0.0), notebook(), job(notebook_timeout=20))
+    assert r.status == "timeout"
+    assert "the notebook ran out of its 20 s budget (--notebook-timeout) in b-solution; later cells not run, " \
+           "earlier points kept" in r.reason
+    assert points(r) == (1.0, 0.0, 0.0) and "zeroed" not in r.details
+    stuck = verdict(framed([{**events[0], "unresponsive": True}]), scores(b=0.0, c=0.0), notebook(),
+                    job(notebook_timeout=20))
+    assert stuck.status == "timeout" and "could not be interrupted and was killed" in stuck.reason
+
+
+@pytest.mark.parametrize("events, error, problem", [
+    ([], None, "the events file is empty"),
+    ([STARTED], None, "the execution did not finish"),
+    ([FINISHED], None, "does not begin with the executor's start"),
+    ([STARTED, FINISHED, FINISHED], None, "the execution did not finish"),
+    ([STARTED, STARTED, FINISHED], None, "does not begin with the executor's start"),
+    ([STARTED, FINISHED, {"event": "timeout", "cell": 2}], None, "the execution did not finish"),
+    ([], "the events file is missing", "the events file is missing"),
+])
+def test_a_record_the_grader_cannot_trust_is_an_error_with_every_test_at_zero(events, error, problem):
+    r = verdict(list(events), scores(extra={"test-c": 0.5}), notebook(), job(), record_error=error)
+    assert r.status == "error"
+    assert problem in r.reason and "cannot trust its record" in r.reason and problem in r.details["record_error"]
+    assert points(r) == (0.0, 0.0, 0.0) and r.scores["q-manual"] == 0.0 and r.total == 0.0
+    assert r.max_total == 6.0
+    assert sorted(r.details["zeroed"]) == ["q-manual", "test-a", "test-b", "test-c"]  # written back: same feedback
+
+
+def test_parse_events_reads_json_lines_and_refuses_anything_else():
+    text = "\n".join(json.dumps(e) for e in framed([{"event": "timeout", "cell": 2}])) + "\n\n"
+    events = parse_events(text)
+    assert [e["event"] for e in events] == ["started", "timeout", "finished"] and check_record(events) is None
+    with pytest.raises(EventsError, match="line 2 of the events file is not JSON"):
+        parse_events(json.dumps(STARTED) + '\n{"event": "timeout", "cel')  # cut off mid-line
+    with pytest.raises(EventsError, match="line 1 of the events file is not an event"):
+        parse_events('{"event": "graded_anyway"}')
+    with pytest.raises(EventsError, match="not an event"):
+        parse_events("[1, 2]")
+
+
+def test_the_worker_refuses_a_missing_or_unreadable_events_file(tmp_path):
+    with pytest.raises(EventsError, match="the events file is missing"):
+        read_events(tmp_path / "events.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(EventsError, match="cannot be read"):
+        read_events(tmp_path / "dir.jsonl")
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(EventsError, match="cannot be read"):
+        read_events(tmp_path / "binary.jsonl")
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(e) + "\n" for e in framed()))
+    assert read_events(good) == framed()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import sandbox
+from . import replay, sandbox
 from .options import Options
 from .scan import runtime_policy
 from .template import Assignment, Template
@@ -78,6 +78,11 @@ class Boxes:
                 self.warnings.append("isolation 'user' (no namespaces): the kernel runs as an unprivileged user "
                                      "but can read every world-readable file (check that solutions/, the "
                                      "submissions and the output folder are not world-readable) and use the network")
+                readable = [q for q in replay.hidden_paths() if os.stat(q).st_mode & 0o004]
+                if readable:
+                    self.warnings.append(f"isolation 'user': {len(readable)} reference-solution files are world-"
+                                         f"readable, so student code can print them (e.g. {readable[0]}); "
+                                         "hidden tests do not need them: chmod o-rwx them")
         for w in self.warnings:
             self.log(f"WARNING: {w}")
         self.log(f"isolation: {self.isolation}")
@@ -163,7 +168,9 @@ class Boxes:
         paths = sandbox.readonly_paths(self.opts.expose_modules, extra)
         # never expose the course root itself or anything that contains the sources
         bad = [self.assignment.course, self.assignment.src, self.out, self.base]
-        return [p for p in paths if not any(Path(p) == b or b.is_relative_to(p) for b in bad)]
+        paths = [p for p in paths if not any(Path(p) == b or b.is_relative_to(p) for b in bad)]
+        replay_dir = getattr(self.template, "replay_dir", None)  # the recorded reference answers (data)
+        return paths + ([str(replay_dir)] if replay_dir else [])
 
     def _guard_config(self, ro_paths) -> dict:
         rt = runtime_policy(self.template.ref, self.assignment.policy)
@@ -190,19 +197,21 @@ class Boxes:
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
                "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde", "JUPYTER_PLATFORM_DIRS": "1",
-               "MF_GUARD": json.dumps(self._guard_config(ro))}
+               "MF_GUARD": json.dumps(self._guard_config(ro)),
+               "MF_REPLAY": str(getattr(self.template, "replay_dir", None) or "")}
         data = self.assignment.course / "data"
         if os.environ.get("MFLIB_DATA"):
             env["MFLIB_DATA"] = os.environ["MFLIB_DATA"]
         elif data.is_dir():
             env["MFLIB_DATA"] = str(data)
         limits = {"memory_mb": o.memory_mb, "fsize_mb": o.fsize_mb, "nproc": o.max_procs,
-                  "cpu_s": o.timeout * max(1, n_cells) + 60, "tmp_mb": o.tmp_mb, "work_mb": o.disk_mb,
+                  "cpu_s": o.cpu_seconds(n_cells), "tmp_mb": o.tmp_mb, "work_mb": o.disk_mb,
                   "home_mb": 64, "nofile": 1024}
         return {"mode": mode, "uid": user.uid if user and mode != "none" else None,
                 "gid": user.gid if user and mode != "none" else None, **box, "ro_paths": ro, "limits": limits,
                 "cgroup_procs": cgroup.procs_files if cgroup else [], "pidfile": pidfile, "env": env,
-                "argv": [sys.executable, "-I", "-m", "autograder.grading.kernel_guard", "-f", "{connection_file}"]}
+                "hidden_paths": replay.hidden_paths() if mode == "namespace" else [],
+                "argv": [sys.executable, "-I", "-m", "autograder.grading.replay", "-f", "{connection_file}"]}
 
     def release(self) -> None:
         """Kill what is left of the sandbox users' processes and give the users back."""

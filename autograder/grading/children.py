@@ -27,13 +27,17 @@ def killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+_servers_lock = threading.Lock()
+_server_users = 0   # Children objects of this process that use the fork server and are not closed
+
+
 def stop_forkserver() -> None:
     """Stop multiprocessing's fork server (it would otherwise live as long as this process)."""
     from multiprocessing import forkserver
     server = getattr(forkserver, "_forkserver", None)
     stop = getattr(server, "_stop", None)
     if stop is not None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError):  # already stopped: nothing to do
             stop()
 
 
@@ -62,12 +66,30 @@ class Children:
         self.start_lock = threading.Lock()
         self.mp = multiprocessing.get_context("forkserver")
         self.mp.set_forkserver_preload(PRELOAD)
+        self.uses_server = False
+
+    def close(self) -> None:
+        """This run is done with the fork server: stop it unless another run of this process still
+        uses it (two Graders in one process share multiprocessing's one fork server)."""
+        global _server_users
+        with _servers_lock:
+            if not self.uses_server:
+                return
+            self.uses_server = False
+            _server_users -= 1
+            if _server_users == 0:
+                stop_forkserver()
 
     def run(self, job_path: Path, private: Path, cwd: Path, budget: float, log: Path,
             slot: int | None = None) -> tuple[int | None, str | None]:
         """Run the worker on ``job_path`` in ``cwd`` (stdout/stderr to ``log``); returns (exit code, why)
         where why is None, ``"budget"`` (killed after ``budget`` s) or ``"interrupted"``."""
+        global _server_users
         env = worker_env(private)
+        with _servers_lock:
+            if not self.uses_server:
+                self.uses_server = True
+                _server_users += 1
         with self.start_lock:
             proc = self.mp.Process(target=child_main, name="autograder-worker",
                                    args=(str(job_path), env, str(cwd), str(log), self.memory_bytes))

@@ -172,9 +172,7 @@ def run_preflight(grader, slot: int = 0) -> dict:
     record = {"key": key, "passed": not problems, "seconds": seconds, "status": result.status,
               "total": result.total, "max_total": result.max_total, "scores": result.scores,
               "reason": result.reason, "problems": problems, "notebook": str(source),
-              "diagnosis": diagnosis(result, grader.opts, a) if problems else "",
-              "details": {k: v for k, v in result.details.items() if k != "events"} | {
-                  "events": result.details.get("events", [])}}
+              "diagnosis": diagnosis(result, grader.opts, a) if problems else "", "details": result.details}
     atomic_write(preflight_path(grader.out), json.dumps(record, indent=1, sort_keys=True, default=str))
     if problems:
         log = _kernel_log_lines(result)

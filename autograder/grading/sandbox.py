@@ -319,6 +319,7 @@ def _build_root(cfg):
     _tmpfs(new + "/tmp", limits["tmp_mb"], "1777")
     for p in cfg["ro_paths"]:
         _bind(p, new + p)
+    _hide(cfg.get("hidden_paths", ()), new, cfg["box"])
     # /dev: a few harmless character devices
     _tmpfs(new + "/dev", 1)
     for d in DEVICES:
@@ -349,6 +350,25 @@ def _build_root(cfg):
         os.chroot(new)
         os.chdir("/")
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _hide(paths, new, box):
+    """Cover each host path in ``paths`` (inside a read-only bind) in the new root: a file by an empty
+    read-only file, a folder by an empty read-only tmpfs (the reference solutions, see
+    :func:`autograder.grading.replay.hidden_paths`)."""
+    empty = os.path.join(box, "empty")
+    for p in paths:
+        dst = new + p
+        if os.path.islink(dst) or not os.path.lexists(dst):
+            continue
+        if os.path.isdir(dst):
+            mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+            mount(None, dst, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        else:
+            if not os.path.exists(empty):
+                _write_file(empty, "", mode=0o444)
+            mount(empty, dst, None, MS_BIND)
+            mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _loopback_up():

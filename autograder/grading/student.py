@@ -56,7 +56,7 @@ def run_student(opts: Options, assignment, runtime, children, nb, slot: int, seq
     # a student cannot buy more time by adding cells
     n_cells = min(n_cells, 2 * sum(1 for c in runtime.template.ref.source.cells if c.cell_type == "code") + 20)
     memory_bytes = (opts.memory_mb + opts.disk_mb + 2 * opts.tmp_mb + 64 + 256) * 2**20
-    cgroup = Cgroup(f"mfgrade-{os.getpid()}-{slot}-{seq}", memory_bytes, opts.max_procs, opts.cpus) \
+    cgroup = Cgroup(f"{runtime.cgroup_prefix}-{slot}-{seq}", memory_bytes, opts.max_procs, opts.cpus) \
         if boxes.isolation != "none" else None
     pidfile = p / "ctl" / "wrapper.pid"
     budget = opts.notebook_budget(n_cells)
@@ -77,6 +77,7 @@ def run_student(opts: Options, assignment, runtime, children, nb, slot: int, seq
                   timeout=opts.timeout, output_limit=opts.output_limit, memory_mb=opts.memory_mb,
                   events_file=str(p / "events.jsonl"), ipc_path=os.path.join(box["run_dir"], "k"),
                   memory_cgroup=str(cgroup.memory_dir) if cgroup and cgroup.memory_dir else None,
+                  notebook_timeout=opts.notebook_timeout,
                   result=str(p / "result.json"), feedback=str(p / "feedback.html"),
                   notes=notes, forbidden=forbidden)
         write_job(p / "job.json", job)

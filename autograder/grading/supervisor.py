@@ -4,15 +4,22 @@
 
 1. **plan** -- load the assignment (:mod:`.template`), find the submissions (:mod:`.discovery`) and
    skip students whose result is still valid (same cache key, :mod:`.report`);
-2. **set up** (only if somebody is left) -- a private work folder ``/tmp/mfg-*``, the template course,
-   the sandbox users and isolation (:class:`.boxes.Boxes`): the per-run :class:`Runtime`;
+2. **set up** (only if somebody is left) -- a private work folder ``/tmp/mfg-<run id>-*``, the
+   template course, the sandbox users and isolation (:class:`.boxes.Boxes`): the per-run
+   :class:`Runtime`; then the **preflight** (:mod:`.preflight`): the instructor's solution is graded
+   first and the run stops unless it gets full marks;
 3. **grade** -- up to ``--jobs`` students at a time (:meth:`Grader.grade_one`): static checks, then a
-   worker in the student's own 0700 copy of the template, its kernel in its own box and cgroup;
+   worker in the student's own 0700 copy of the template, its kernel in its own box and cgroup; a
+   progress bar on stderr (:mod:`.progress`);
 4. **report** -- each result and feedback page as soon as the student is done, ``grades.csv`` after
-   every student, ``run.json`` at the end.
+   every student, ``run.json`` at the end.  Each result's ``details.timing`` has ``total_s`` (the
+   supervisor's wall time for that student), ``notebook_s`` (the cells' own execution) and
+   ``overhead_s`` (the difference: what grading costs beyond running the notebook).
 
-The supervisor is the only process that writes the output folder.  Ctrl-C or SIGTERM stops the running
-students and keeps every finished grade; a rerun continues where the run stopped.
+The supervisor is the only process that writes the output folder, and only one run at a time may
+(:class:`.runs.OutputLock`); everything else a run creates is its own (:mod:`.runs`).  Ctrl-C or
+SIGTERM stops the running students and keeps every finished grade; a rerun continues where the run
+stopped.
 """
 from __future__ import annotations
 
@@ -41,16 +48,19 @@ if "rfc3987_syntax" not in sys.modules and not os.environ.get("AUTOGRADER_KEEP_R
 from . import deadlines, notebook, report, shard  # noqa: E402
 from .boxes import Boxes  # noqa: E402
 from .cgroups import Cgroup, cleanup_stale_cgroups, pid_alive  # noqa: E402
-from .children import Children, stop_forkserver  # noqa: E402
+from .children import Children  # noqa: E402
 from .discovery import Submission, discover  # noqa: E402
 from .options import Options  # noqa: E402
+from .preflight import PreflightFailed, run_preflight  # noqa: E402
+from .progress import Progress, progress_enabled  # noqa: E402
 from .render import fmt_score, simple_feedback  # noqa: E402
+from .runs import OutputBusy, OutputLock, cgroup_prefix, new_run_id  # noqa: E402
 from .scan import scan  # noqa: E402
 from .student import run_student  # noqa: E402
 from .template import Template, build_template, load_assignment  # noqa: E402
 from .types import Result  # noqa: E402
 
-__all__ = ["Grader", "Runtime", "grade"]
+__all__ = ["Grader", "Runtime", "grade", "OutputBusy", "PreflightFailed"]
 
 
 @dataclass
@@ -62,6 +72,9 @@ class Runtime:
     template: Template
     boxes: Boxes
     cgroup_controllers: list
+    run_id: str = ""
+    cgroup_prefix: str = "mfgrade"     # this run's cgroups are <cgroup_prefix>-<slot>-<seq>
+    sandbox_users: list = dataclasses.field(default_factory=list)
 
 
 class Grader:
@@ -73,6 +86,7 @@ class Grader:
         self.out = Path(self.opts.out_dir).resolve() if self.opts.out_dir \
             else self.assignment.course / "grading" / self.opts.assignment
         self.stop = threading.Event()
+        self.run_id = new_run_id()
         self.children = Children(self.opts.worker_memory_mb, self.stop)
         self.lock = threading.Lock()
         self.seq = 0                          # numbers each student's private folders
@@ -143,7 +157,7 @@ class Grader:
         """The expensive part, only needed when somebody has to be graded: template + sandbox."""
         _remove_stale_work_dirs()
         cleanup_stale_cgroups()
-        base = Path(tempfile.mkdtemp(prefix="mfg-", dir="/tmp"))
+        base = Path(tempfile.mkdtemp(prefix=f"mfg-{self.run_id}-", dir="/tmp"))
         os.chmod(base, 0o711)
         (base / "owner.pid").write_text(str(os.getpid()))
         boxes = None
@@ -157,8 +171,9 @@ class Grader:
             if not self.opts.keep_work:
                 shutil.rmtree(base, ignore_errors=True)
             raise
-        self.runtime = Runtime(base=base, template=template, boxes=boxes, cgroup_controllers=[])
-        probe = Cgroup(f"mfgrade-{os.getpid()}-probe", 2**30, 64, 1.0) if boxes.isolation != "none" else None
+        self.runtime = Runtime(base=base, template=template, boxes=boxes, cgroup_controllers=[], run_id=self.run_id,
+                               cgroup_prefix=cgroup_prefix(self.run_id), sandbox_users=[u.name for u in boxes.users])
+        probe = Cgroup(f"{self.runtime.cgroup_prefix}-probe", 2**30, 64, 1.0) if boxes.isolation != "none" else None
         self.runtime.cgroup_controllers = probe.controllers if probe else []
         if probe is not None:
             probe.remove()
@@ -174,15 +189,17 @@ class Grader:
             if not self.opts.keep_work:
                 shutil.rmtree(self.runtime.base, ignore_errors=True)
             self.runtime.boxes.release()
-        stop_forkserver()
+        self.children.close()
 
     def _task(self, sub: Submission, slots: queue.Queue) -> Result | None:
         slot = slots.get()
         try:
             if self.stop.is_set():
                 return None
+            started = time.monotonic()
             try:
                 result, page = self.grade_one(sub, slot)
+                _record_timing(result, time.monotonic() - started)
             except KeyboardInterrupt:
                 return None
             except Exception:  # noqa: BLE001 - one student's problem never stops the run
@@ -190,13 +207,39 @@ class Grader:
                                           + traceback.format_exc().strip().splitlines()[-1][:300])
                 result.details = {"traceback": traceback.format_exc()[-5000:]}
                 page = simple_feedback(sub.student, self.opts.assignment, result)
+            hidden = self.runtime.template.hidden if self.runtime else None
+            if hidden is not None:  # no hidden-test line in results/*.json (kernel log tails, messages)
+                result.reason, result.details = hidden.scrub_value(result.reason), hidden.scrub_value(result.details)
             report.write_result(self.out, result, page)
             return result
         finally:
             slots.put(slot)
 
+    def preflight(self) -> dict:
+        """Grade the instructor's solution before any student (:mod:`.preflight`); on failure the run
+        is torn down and :class:`PreflightFailed` raised.  Returns what goes into run.json."""
+        if not self.opts.preflight:
+            return {"status": "skipped (--no-preflight)"}
+        self.log("preflight: grading the instructor's solution in the sandbox first")
+        try:
+            result = run_preflight(self, slot=0)
+        except BaseException:
+            self.teardown()
+            raise
+        self.log(f"preflight: {result['status']} ({result['seconds']} s)")
+        return result
+
     def run(self) -> dict:
-        """Grade every submission that has no valid result yet; returns the run summary (run.json)."""
+        """Grade every submission that has no valid result yet; returns the run summary (run.json).
+        Raises :class:`OutputBusy` if another run is writing the same output folder."""
+        lock = OutputLock(self.out, self.run_id)
+        lock.acquire()
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict:
         o = self.opts
         t0 = time.monotonic()
         report.prepare_output(self.out)
@@ -225,6 +268,7 @@ class Grader:
                 self.teardown()
                 raise
             setup_seconds = time.monotonic() - t_setup
+        preflight = self.preflight() if self.runtime else {"status": "not needed"}
         isolation = self.runtime.boxes.isolation if self.runtime else None
         self.log(f"{len(subs)} submission(s): {len(todo)} to grade, {len(skipped)} already graded "
                  f"(isolation {isolation}, {o.jobs} job(s), {o.timeout} s per cell)")
@@ -237,6 +281,7 @@ class Grader:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         pool = ThreadPoolExecutor(max_workers=max(1, o.jobs))
+        bar = Progress(len(todo), progress_enabled(o), o.assignment, self.log)
         try:
             pending = {pool.submit(self._task, s, slots) for s in todo}
             while pending:
@@ -246,16 +291,18 @@ class Grader:
                     if r is None:
                         continue
                     done += 1
-                    self.log(f"[{done}/{len(todo)}] {r.student}: {r.status} "
-                             f"{fmt_score(r.total)}/{fmt_score(r.max_total)} -- {r.reason[:150]}")
+                    bar.log(f"[{done}/{len(todo)}] {r.student}: {r.status} "
+                            f"{fmt_score(r.total)}/{fmt_score(r.max_total)} -- {r.reason[:150]}")
+                    bar.done(r.status)
                     report.write_grades_csv(self.out, students, grade_ids, o.assignment, self.deadlines)
         except KeyboardInterrupt:
             interrupted = True
-            self.log("interrupted: stopping the running students (finished grades are kept)")
+            bar.log("interrupted: stopping the running students (finished grades are kept)")
             self.stop.set()
             self.children.kill_all()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, old_term)
             report.write_grades_csv(self.out, students, grade_ids, o.assignment, self.deadlines)
@@ -268,7 +315,8 @@ class Grader:
                    "identities": {s: disc.identities[s] for s in students if s in disc.identities},
                    "deadlines": self.deadlines.to_dict() if self.deadlines else None,
                    "interrupted": interrupted, "seconds": round(time.monotonic() - t0, 2),
-                   "setup_seconds": round(setup_seconds, 2),
+                   "setup_seconds": round(setup_seconds, 2), "preflight": preflight,
+                   "run_id": self.run_id, "sandbox_users": self.runtime.sandbox_users if self.runtime else [],
                    "statuses": report.count_statuses(self.out, students)}
         report.write_run_summary(self.out, summary)
         if interrupted:
@@ -291,6 +339,17 @@ def _remove_stale_work_dirs():
             continue
         if not pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _record_timing(result: Result, total_s: float) -> None:
+    """``result.details["timing"]``: ``total_s`` (this student's wall time in the supervisor),
+    ``notebook_s`` (the cells' execution, measured by the executor), ``overhead_s`` = the difference,
+    and the worker's own laps under ``worker``."""
+    worker = result.details.get("timing") if isinstance(result.details.get("timing"), dict) else {}
+    execution = result.details.get("execution") or {}
+    notebook_s = float(execution.get("notebook_s", 0.0))
+    result.details["timing"] = {"total_s": round(total_s, 3), "notebook_s": round(notebook_s, 3),
+                                "overhead_s": round(total_s - notebook_s, 3), "worker": worker}
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -7,22 +7,28 @@ policy, and a hash of everything a grade depends on.
 :func:`build_template` (once per run, only when somebody has to be graded) copies the assignment's
 source folder into a private root-only folder and runs ``nbgrader generate_assignment`` there in a
 worker: the result is a gradebook that holds the hidden tests and the release version.  Each student
-is then graded in a copy of this template.
+is then graded in a copy of this template.  It then runs the source notebook once with the reference
+models' calls recorded (:mod:`.record`): ``BASE/replay`` holds their answers (data only), which the
+sandboxed kernels replay (:mod:`.replay`) instead of importing the reference code.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..course.files import find_course_root
 from .children import Children
 from .notebook import Reference
 from .options import DEFAULT_TIMEOUT, GRADER_VERSION, Options, config_value, load_course_config
+from . import record
 from .policy import ImportPolicy
+from .sanitize import HiddenTests, delimiters
 from .scan import default_policy
 from .types import PrepareJob, PrepareResult
 from .worker import write_job
@@ -110,6 +116,9 @@ class Template:
     release_dir: Path
     release_files: list             # files released beside the notebook (given to every kernel)
     mplconfig: Path                 # matplotlib's prebuilt font cache
+    replay_dir: Path | None = None  # the reference models' recorded answers (BASE/replay, world-readable data)
+    hidden: HiddenTests | None = None                  # the hidden tests (scrubbed from every output)
+    record_summary: dict = field(default_factory=dict)  # calls recorded, unrecordable / nondeterministic ones
 
 
 def build_template(assignment: Assignment, base: Path, children: Children) -> Template:
@@ -140,7 +149,50 @@ def build_template(assignment: Assignment, base: Path, children: Children) -> Te
     release_dir = course / assignment.release_directory / assignment.name
     source = nbformat.read(str(assignment.src / f"{assignment.notebook}.ipynb"), as_version=4)
     release = nbformat.read(str(release_dir / f"{assignment.notebook}.ipynb"), as_version=4)
+    release_files = [p for p in release_dir.rglob("*") if p.is_file() and p.suffix != ".ipynb"]
+    replay_dir = base / "replay"
+    summary = record_reference_answers(assignment, base, release_dir, release_files, replay_dir)
     return Template(course=course, ref=Reference.from_notebooks(assignment.notebook, release, source),
-                    release_dir=release_dir,
-                    release_files=[p for p in release_dir.rglob("*") if p.is_file() and p.suffix != ".ipynb"],
-                    mplconfig=t / "mplconfig")
+                    release_dir=release_dir, release_files=release_files, mplconfig=t / "mplconfig",
+                    replay_dir=replay_dir, hidden=HiddenTests.from_notebook(source, *delimiters(assignment.config)),
+                    record_summary=summary)
+
+
+def record_reference_answers(assignment: Assignment, base: Path, release_dir: Path, release_files: list,
+                             out: Path) -> dict:
+    """Run the assignment's source notebook with the reference models' calls recorded into ``out``
+    (:mod:`.record`), in the conditions of a sandboxed kernel: the released files in its working
+    folder, BLAS pinned to one thread, the same data folder.  Trusted code (the instructor's), run as
+    the grader, outside the sandbox.  Returns the recording's summary; exits with a message if the
+    notebook does not run cleanly."""
+    t = base / "t"
+    work, home = t / "record-work", t / "record-home"
+    for d in (work, home):
+        d.mkdir(mode=0o700)
+    for f in release_files:
+        dest = work / f.relative_to(release_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLCONFIGDIR": str(t / "mplconfig"),
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1",
+           "VECLIB_MAXIMUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde",
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    data = assignment.course / "data"
+    if os.environ.get("MFLIB_DATA"):
+        env["MFLIB_DATA"] = os.environ["MFLIB_DATA"]
+    elif data.is_dir():
+        env["MFLIB_DATA"] = str(data)
+    timeout = int(config_value(assignment.config, "Execute", "timeout", None)
+                  or config_value(assignment.config, "ExecutePreprocessor", "timeout", None) or DEFAULT_TIMEOUT)
+    source = assignment.src / f"{assignment.notebook}.ipynb"
+    n_cells = sum(1 for c in json.loads(source.read_text()).get("cells", []) if c.get("cell_type") == "code")
+    try:
+        summary = record.run(source, out, work, timeout, env, budget=120 + n_cells * (timeout + 5))
+    except RuntimeError as e:
+        raise SystemExit(f"error: could not record the reference models' answers for the template of "
+                         f"{assignment.name}: {e}") from None
+    os.chmod(out, 0o755)  # the sandbox user reads it (inside the sandbox: a read-only bind)
+    for p in out.iterdir():
+        os.chmod(p, 0o644)
+    return summary

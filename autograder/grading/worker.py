@@ -29,6 +29,7 @@ from pathlib import Path
 from ..course.files import atomic_write
 from .options import load_course_config, config_value
 from .render import inject_banner, simple_feedback
+from .sanitize import clean_autograded, delimiters
 from .types import Job, PrepareJob, PrepareResult, Result
 from .verdict import EventsError, GradebookScore, parse_events, verdict
 
@@ -74,6 +75,7 @@ def nbgrader_config(job: PrepareJob | Job):
         cfg.KernelManager.ip = job.ipc_path
         cfg.KernelManager.shutdown_wait_time = 3.0
         cfg.OverwriteCells.add_missing_cells = False  # done (robustly) by notebook.sanitize
+        cfg.HTMLExporter.sanitize_html = True  # the feedback: also see sanitize.clean_autograded
         current = config_value(cfg, "Autograde", "autograde_preprocessors",
                                list(Autograde.class_traits()["autograde_preprocessors"].default()))
         cfg.Autograde.autograde_preprocessors = [SandboxedExecute if p is Execute or p == "Execute" else p
@@ -162,7 +164,9 @@ def grade(job: Job) -> Result:
             details["record_error"] = record_error
         return Result(status="error", reason="nbgrader autograde failed: " + (err[-1] if err else "?")[:300],
                       details=details)
-    nb = nbformat.read(str(autograded), as_version=4)
+    # hidden tests out, outputs sanitised -- before the verdict reads it and the feedback renders it
+    nb, _ = clean_autograded(autograded, root / job.source_directory / a / f"{nbname}.ipynb",
+                             *delimiters(api.config))
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         sub = gb.find_submission_notebook(nbname, a, sid)
         raw = [GradebookScore(g.name, g.manual_score if g.manual_score is not None else g.auto_score,
@@ -179,7 +183,7 @@ def grade(job: Job) -> Result:
     html_path = root / "feedback" / sid / a / f"{nbname}.html"
     if fr.get("success") and html_path.exists():
         page = html_path.read_text(encoding="utf-8", errors="replace")
-        Path(job.feedback).write_text(inject_banner(page, result), encoding="utf-8")
+        Path(job.feedback).write_text(inject_banner(page, result, nb), encoding="utf-8")
     else:
         Path(job.feedback).write_text(simple_feedback(sid, a, result), encoding="utf-8")
         result.details["feedback_error"] = (fr.get("error") or "")[-2000:]

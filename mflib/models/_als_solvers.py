@@ -66,11 +66,12 @@ class SolverPlan:
         self.lengths = lengths[self.order]
         self.slot_start = np.concatenate([[0], np.cumsum(self.lengths)])
         self.n_slots = int(self.slot_start[-1])
-        position = np.empty(n_rows, np.int64)
-        position[self.order] = np.arange(n_rows)
-        entry_row = np.repeat(np.arange(n_rows), counts)
-        rank_in_row = np.arange(matrix.nnz) - matrix.indptr[entry_row]
-        self.entry_slot = self.slot_start[position[entry_row]] + rank_in_row
+        # entry e of row u goes to slot  slot_start[position of u] + (e - indptr[u])
+        row_offset = np.empty(n_rows, np.int64)
+        row_offset[self.order] = self.slot_start[:-1]
+        row_offset -= matrix.indptr[:-1]
+        self.entry_slot = np.repeat(row_offset, counts)
+        self.entry_slot += np.arange(matrix.nnz, dtype=np.int64)
         self.slot_column = np.zeros(self.n_slots, np.intp)
         self.slot_column[self.entry_slot] = matrix.indices
         ratings = np.zeros(self.n_slots, np.float64)

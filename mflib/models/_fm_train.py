@@ -28,9 +28,11 @@ for sparse regularisation (a feature that no example of the batch has gets no gr
 
 Speed
 -----
-The rows of a batch are processed in increasing row order (the gradient is a sum over the batch, so the
-order does not change it; it makes the memory access sequential when ``X`` is grouped by user, as the
-MovieLens files are). Forward row blocks and update blocks of ``T`` are independent, so with
+A step costs a sort of the batch's ``nnz`` column indices, O(nnz x k) for the products and O(|T| x k)
+for the update: nothing grows with the number of features (the epoch's loss, computed once per epoch,
+reads the whole arrays). The rows of a batch are processed in increasing row order (the gradient is a sum
+over the batch: the order changes only the rounding; it makes the memory access sequential when ``X`` is
+grouped by user, as the MovieLens files are). Forward row blocks and update blocks of ``T`` are independent, so with
 ``num_threads > 1`` they run on a thread pool (numpy and scipy release the GIL in these kernels) while one
 more thread prepares the next batch (step 1). Blocks have fixed sizes (:data:`ROW_BLOCK`,
 :data:`FEATURE_BLOCK`), so the result does not depend on the number of threads. Work arrays are allocated

@@ -84,7 +84,7 @@ def scatter_add(index, rows, n: int, weights=None, *, indptr=None, check: bool =
     (or ``(n,)``) array of ``rows``' dtype, zero on rows no index entry names.
 
     One sparse product: ``S`` (``n x B``) holds ``weights[e]`` at ``(index[e], e // m)`` and ``out = S @ rows``
-    (exact, what ``np.add.at`` does, ~30x faster). ``indptr`` may pass the precomputed column pointers
+    (exact, what ``np.add.at`` does, much faster). ``indptr`` may pass the precomputed column pointers
     ``arange(0, m B + 1, m)`` of ``S`` (a training loop builds them once); ``check=False`` skips
     :func:`check_index` when the caller knows the indices are valid.
     """
@@ -115,7 +115,7 @@ def sum_rows_by_index(index, rows) -> tuple[np.ndarray, np.ndarray]:
 
     ``unique_index`` is sorted; ``summed_rows[r] = sum_{b: index[b] = unique_index[r]} rows[b]``. Sort the
     indices; the ``r``-th run of equal indices becomes row ``r`` of a 0/1 CSR matrix ``S`` and the sums are
-    one sparse product ``S @ rows`` (``np.add.at`` gives the same sums, ~10x slower). ``rows`` may be 1-D.
+    one sparse product ``S @ rows`` (``np.add.at`` gives the same sums, more slowly). ``rows`` may be 1-D.
     """
     index = as_index(index)
     rows = np.asarray(rows)

@@ -69,10 +69,20 @@ from one half-step to the next (``s <- s + a (y_i . p)`` at every CG step), so t
 rows, run on ``num_threads`` threads (numpy releases the GIL in the batched products), with results
 that do not depend on the number of threads.
 
-The chunked kernels live in :mod:`mflib.models._als_solvers`. Their speed next to implicit 0.7's Cython
-CG (on an ML-1M-sized synthetic matrix) and next to the classic tutorial loop with one
-``scipy.sparse.linalg.spsolve`` per user is measured by ``python benchmarks/bench.py`` (the synthetic
-matrix and the loop are in ``benchmarks/synthetic.py``).
+Where the time goes, and implicit's CG
+-------------------------------------
+implicit 0.7's CPU solver runs the same CG (``Y^T Y + lambda I`` precomputed, 3 steps, warm start) one user
+at a time in Cython under OpenMP: per step, a ``symv`` with ``Y^T Y`` and one level-1 BLAS ``dot`` and
+``axpy`` per entry, reading ``y_i`` straight from the factor matrix. Ours does the same arithmetic
+(``2 |N(u)| k`` multiply-adds per entry and CG step, plus ``k^2`` per row) as batched products over a
+chunk, after gathering the chunk's ``y_i`` once. A profile of a fit splits its time between the two
+batched products of every CG step (most of it), the gather of the fixed factors (once per half-step: it
+grows with the fixed side, which no longer fits in the CPU cache at ML-20M size), the element-wise updates
+of the ``(rows, k)`` arrays, and, once per fit, building the two plans. Python's own overhead is a few
+dozen numpy calls per chunk. The measured times next to implicit (ML-1M and ML-20M sizes, one thread and
+all cores) and next to the classic tutorial loop with one ``scipy.sparse.linalg.spsolve`` per user are in
+``docs/benchmarks.md``, written by ``make bench`` (``benchmarks/bench.py``; the synthetic matrices and the
+loop are in ``benchmarks/synthetic.py``).
 """
 from __future__ import annotations
 

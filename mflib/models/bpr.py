@@ -39,7 +39,7 @@ near 0 when it is already right), one triple contributes::
 
 and a user or item that occurs several times in a batch *accumulates* one term per occurrence. We
 scatter-add with one sparse product per side (``S @ rows``, ``S`` holding ``-s`` at ``(u, triple)``):
-exact accumulation, ~30x faster than ``np.add.at``. The penalty terms are ``lambda * n_u * p_u`` with
+exact accumulation, and much faster than ``np.add.at``. The penalty terms are ``lambda * n_u * p_u`` with
 ``n_u`` the number of occurrences (``np.bincount``), computed on the whole parameter matrix.
 
 Sampling
@@ -65,11 +65,12 @@ Defaults and speed
 The defaults (64 factors, AdaGrad, learning rate 0.1, lambda 0.02, 100 epochs, batches of 16384 triples)
 come from a grid over factors, learning rate, lambda, epochs and batch size on ML-100K (the protocol of
 :mod:`mflib.evaluation`); with AdaGrad, quality is flat in the batch size from 1024 to 16384. What they
-reach next to popularity and implicit's BPR is measured by ``python benchmarks/bench.py`` (README table).
+reach next to popularity and implicit's BPR is measured by ``make bench`` (``docs/benchmarks.md``).
 
 An epoch is ~8 passes over ``(nnz, k)`` arrays (gathers into pre-allocated buffers, one ``einsum``, two
-sparse scatter products) plus a few passes over the parameter matrices per batch: a few milliseconds on
-ML-100K with one BLAS thread, the same order as implicit's compiled BPR on one thread.
+sparse scatter products) plus a few passes over the parameter matrices per batch (dense AdaGrad: on
+ML-100K a batch touches nearly every row). Its time next to implicit's compiled BPR, both on one thread,
+is in ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def bpr_difference(user_factors, item_factors, item_bias, users, positives, nega
 
 
 def _neg_log_sigmoid_sum(x) -> float:
-    """``sum -ln sigma(x) = sum ln(1 + e^-x)``, stably: ``max(-x, 0) + log1p(e^-|x|)`` (5x faster than
+    """``sum -ln sigma(x) = sum ln(1 + e^-x)``, stably: ``max(-x, 0) + log1p(e^-|x|)`` (faster than
     ``np.logaddexp``), accumulated in float64."""
     return float(np.sum(np.log1p(np.exp(-np.abs(x))), dtype=np.float64)
                  + np.sum(np.maximum(-x, 0), dtype=np.float64))
@@ -130,8 +131,8 @@ def bpr_loss(user_factors, item_factors, item_bias, users, positives, negatives,
 class Workspace:
     """Pre-allocated ``(batch_size, k)`` buffers for :func:`bpr_loss_and_gradients` in a training loop.
 
-    A fresh multi-megabyte temporary per batch costs page faults that take longer than the arithmetic
-    (10x on ML-100K); the training loop therefore gathers rows into these buffers (``np.take(..., out=)``).
+    A fresh multi-megabyte temporary per batch costs page faults that take longer than the arithmetic;
+    the training loop therefore gathers rows into these buffers (``np.take(..., out=)``).
     """
 
     def __init__(self, batch_size: int, factors: int, dtype=np.float32):

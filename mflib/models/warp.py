@@ -67,7 +67,7 @@ Weston et al. regularise WARP (WSABIE) by constraining the factor norms, ``||p_u
 ``||q_i|| <= C``, rather than by an L2 penalty: after each step a row longer than ``C = max_norm`` is
 scaled back onto the ball. Scores stay within ``+-C^2`` (plus the bias), so the margin of 1 keeps its
 meaning and the model cannot "win" the hinge by inflating its vectors. On ML-100K this bound is what
-stops WARP from over-fitting (NDCG@10 falls after ~15 epochs without it); ``lambda`` defaults to 0.
+stops WARP from over-fitting (without it, NDCG@10 peaks early and then falls); ``lambda`` defaults to 0.
 
 The optimiser: mini-batch AdaGrad, vectorised
 ---------------------------------------------
@@ -329,7 +329,7 @@ class WARP(FactorModel):
         A tqdm bar over epochs.
 
     The defaults are tuned on ML-100K (``mflib.evaluation.implicit_split``, seeds 0-2); the quality they
-    reach next to popularity and LightFM's WARP is measured by ``python benchmarks/bench.py`` (README table).
+    reach next to popularity and LightFM's WARP is measured by ``make bench`` (``docs/benchmarks.md``).
 
     Attributes (after ``fit``)
     --------------------------

@@ -17,3 +17,8 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.py"
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+# Pages made from students' notebooks (nbgrader's formgrader and generate_feedback) never run their
+# HTML: nbconvert's sanitizer on outputs, and every markdown cell and output cleaned by the course's
+# allow-list (nbgrader's formgrade/feedback templates render markdown raw otherwise). See docs/grading.md.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = ["autograder.grading.sanitize.SanitizeCells"]

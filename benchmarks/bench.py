@@ -262,22 +262,27 @@ EXPLICIT_COLUMNS = [("rmse", "RMSE", ".4f"), ("fit s", "fit s", ".2f")]
 
 def speed_markdown(rows: list[dict], noise: dict, repeats: int) -> str:
     """The speed table (times in each row's unit) and the sentence on noise."""
+    def ratio(value):
+        return "" if value is None else (f"{value:.2f}" if value >= 0.1 else f"{value:.2g}")
+
     cells = []
     for row in rows:
         unit = row["unit"]
         cells.append({**row, "mflib": f"{row['mflib']:.3g} {unit}",
                       "anchor": row["anchor"] + (f" {row['anchor_time']:.3g} {unit}" if "anchor_time" in row else ""),
-                      "target": f"<= {row['target']:g}" if "target" in row else ""})
+                      "target": f"<= {row['target']:g}" if "target" in row else "",
+                      **{key: ratio(row.get(key)) for key in ("ratio", "ratio_rerun", "cpu_ratio")}})
     table = markdown_table(cells, [("threads", "threads (mflib / anchor)", ""), ("mflib", "mflib", ""),
-                                   ("anchor", "anchor", ""), ("ratio", "ratio", ".2f"),
-                                   ("ratio_rerun", "ratio, 2nd pass", ".2f"), ("cpu_ratio", "CPU-time ratio", ".2f"),
+                                   ("anchor", "anchor", ""), ("ratio", "ratio", ""),
+                                   ("ratio_rerun", "ratio, 2nd pass", ""), ("cpu_ratio", "CPU-time ratio", ""),
                                    ("target", "target", ""), ("met", "met", "")], name_header="task")
+    spread = (f"the repeats of one side within a pass spread by {100 * noise['spread_median']:.0f} % (median, "
+              f"slowest over fastest) and at most {100 * noise['spread_max']:.0f} %" if repeats > 1 else
+              "one repeat per side, so no spread within a pass")
     note = (f"Best of {repeats} runs per side, interleaved; ratio = mflib / anchor (lower is better), from the "
             "first pass; every row except the `spsolve` loop was measured again in a second pass. **Noise**: "
             f"between the two passes the ratios moved by {100 * noise['ratio_change_median']:.0f} % (median) and "
-            f"at most {100 * noise['ratio_change_max']:.0f} %; the repeats of one side within a pass spread by "
-            f"{100 * noise['spread_median']:.0f} % (median, slowest over fastest) and at most "
-            f"{100 * noise['spread_max']:.0f} %. CPU-time ratio: the same ratio in CPU seconds, shown where both "
+            f"at most {100 * noise['ratio_change_max']:.0f} %; {spread}. CPU-time ratio: the same ratio in CPU seconds, shown where both "
             "sides run one thread (it moves least when other processes share the machine). `met` checks both "
             "passes against the issue's target. mflib's BPR and WARP are single-threaded numpy; the rows with "
             "the anchor on all cores are for information.")
@@ -328,6 +333,8 @@ def main(argv=None) -> None:
     started = time.time()
     machine = machine_lines()  # before the limit: the thread counts the libraries start with
     threadpool_limits(1, "blas")
+    machine.append("- this process then pins every BLAS library above to 1 thread (threadpoolctl); implicit's and "
+                   "LightFM's OpenMP threads and mflib ALS's Python threads follow each row's `threads`")
     for name, module in [("implicit", "implicit"), ("LightFM", "lightfm"), ("Surprise", "surprise"),
                          ("myFM", "myfm")]:
         if not _optional(module):
@@ -352,6 +359,7 @@ def main(argv=None) -> None:
         tasks = speed.measure(speed.speed_tasks(ds, args.quick), repeats=repeats, passes=2)
         rows, noise = speed.summarise(tasks)
         parts["speed"] = readme["speed"] = speed_markdown(rows, noise, repeats)
+        parts["speed"] += "\n\n" + speed.als_profile()
         print(parts["speed"], flush=True)
     if "seed-scale" in args.only:
         import seed_scale

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from mflib import evaluation
 from synthetic import naive_als_spsolve, synthetic_implicit
 
-__all__ = ["SpeedTask", "speed_tasks", "measure", "summarise", "TARGETS"]
+__all__ = ["SpeedTask", "speed_tasks", "measure", "summarise", "als_profile", "TARGETS"]
 
 #: The issue's targets: ratio mflib / anchor at most this (ALS against implicit; BPR, WARP epochs).
 TARGETS = {"als": 1.5, "bpr": 2.0, "warp": 2.0}
@@ -133,6 +133,43 @@ def speed_tasks(ds, quick: bool = False) -> list[SpeedTask]:
                 coo, epochs=epochs, num_threads=t)
         tasks.append(task)
     return tasks
+
+
+#: What the functions of a profile of mflib's ALS fit do (the rest is listed by name).
+_ALS_FUNCTIONS = {"_weighted_sums": "batched products: sum_i w_ui y_i per row",
+                  "_entry_dots": "batched products: y_i . p_u per entry",
+                  "take": "gathers (fixed factors of a chunk's entries; rows)",
+                  "work": "element-wise CG updates on (rows, k) arrays, per chunk",
+                  "_add_row_scaled": "score tracking (s += a y_i . p)",
+                  "__init__": "set-up: the two SolverPlans",
+                  "_matching_slots": "set-up: the same cell in both plans",
+                  "_plan_loss": "loss of every iteration",
+                  "c_einsum": "row dot products (einsum)",
+                  "_gram": "Y^T Y (float64)"}
+
+
+def als_profile(top: int = 8) -> str:
+    """Where mflib's ALS fit spends its time: cProfile of one fit at ML-1M size on one thread (the profiler
+    sees one thread only), functions by own time, as a markdown table."""
+    import cProfile
+    import pstats
+
+    import mflib
+
+    matrix = synthetic_implicit(6040, 3706, 575_000, random_state=0)
+    profile = cProfile.Profile()
+    profile.enable()
+    mflib.ALS(factors=64, iterations=15, random_state=0, num_threads=1).fit(matrix)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = sum(own for _, _, own, _, _ in stats.values())
+    rows = sorted(((name, own, calls) for (_, _, name), (calls, _, own, _, _) in stats.items()), key=lambda r: -r[1])
+    lines = [f"Where mflib's ALS fit spends its time (cProfile, ML-1M size, 64 factors, 15 iterations, one thread; "
+             f"{total:.2f} s under the profiler):", "", "| function | what it does | own s | share | calls |",
+             "|---|---|---:|---:|---:|"]
+    for name, own, calls in rows[:top]:
+        lines.append(f"| `{name}` | {_ALS_FUNCTIONS.get(name, '')} | {own:.2f} | {100 * own / total:.0f} % | {calls} |")
+    return "\n".join(lines)
 
 
 def _run(function) -> tuple[float, float]:

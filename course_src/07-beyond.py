@@ -45,7 +45,6 @@ from mflib.datasets import load_movielens
 from mflib.evaluation import explicit_split, implicit_split
 from mflib.newusers import ndcg_for_vectors, new_user_split, popularity_vectors
 from mflib.retrieval import FaissIndex, topk_inner_product
-from mflib.two_stage import candidate_pool
 
 # %% [markdown]
 # ## 1. A new user from a few ratings
@@ -560,7 +559,18 @@ assert np.array_equal(first[4], fit_explicit_als(*tiny_ratings(1), 3, 0.2, 2, 9)
     "fit_explicit_als with the same random_state gave different factors: draw the initial item factors from "
     "rng = np.random.default_rng(random_state)")
 users_1, items_1, ratings_1 = tiny_ratings(1)[:3]
-expected_loss = reference.explicit_als_loss(*first[:5], users_1, items_1, ratings_1, 0.2) / len(ratings_1)
+
+
+def training_loss(mu, b_u, b_i, p, q, users, items, ratings, regularization):
+    """The loss L above of the parameters you return (computed here: the reference is not called on them)."""
+    p_u, q_i = np.asarray(p, dtype=np.float64)[users], np.asarray(q, dtype=np.float64)[items]
+    b_u, b_i = np.asarray(b_u, dtype=np.float64)[users], np.asarray(b_i, dtype=np.float64)[items]
+    errors = ratings - (mu + b_u + b_i + np.einsum("ij,ij->i", p_u, q_i))
+    penalty = b_u ** 2 + b_i ** 2 + np.einsum("ij,ij->i", p_u, p_u) + np.einsum("ij,ij->i", q_i, q_i)
+    return float(np.sum(errors ** 2) + regularization * np.sum(penalty))
+
+
+expected_loss = training_loss(*first[:5], users_1, items_1, ratings_1, 0.2) / len(ratings_1)
 assert abs(first[5][-1] - expected_loss) <= 1e-6 * expected_loss, (
     f"the last loss_history entry is {first[5][-1]:.6g}; the training loss of the parameters you return, divided "
     f"by the number of ratings, is {expected_loss:.6g}: loss_history must hold the loss divided by the number of "
@@ -614,8 +624,8 @@ if SVD is not None:
 #
 # 1. **Candidate generation.** A cheap model whose score is an inner product of small vectors — here ALS
 #    with 8 factors — and an approximate nearest-neighbour index over its item vectors (faiss HNSW, the
-#    graph index of notebook 06) return a **pool** of $P$ candidates per user, her training items excluded.
-#    `mflib.two_stage.candidate_pool` does this.
+#    graph index of notebook 06) return a **pool** of $P$ candidates per user, her training items excluded
+#    (`candidate_pool` below).
 # 2. **Re-ranking.** The expensive model — here the 64-factor ALS — scores only the $P$ candidates, and the
 #    best 10 are shown.
 #
@@ -634,7 +644,18 @@ users = np.flatnonzero(np.diff(test.indptr) > 0)  # users with a test positive
 seen, wanted = train[users], test[users]
 stage1 = train_als(train, factors=8)
 stage2 = train_als(train)
-index = FaissIndex(stage1.item_factors, metric="ip", kind="hnsw", M=16, ef_search=16)
+index = FaissIndex(stage1.item_factors, metric="ip", kind="hnsw", M=16)
+
+
+def candidate_pool(index, user_vectors, seen_rows, pool):
+    """Stage 1: `pool` candidates per user from the HNSW index, her seen items excluded; -1 pads a short pool.
+
+    faiss' HNSW returns at most `ef_search` results, and FaissIndex asks for the pool plus room for the
+    excluded items (under twice their number): widen the search to match."""
+    index.ef_search = pool + 2 * int(np.diff(seen_rows.indptr).max(initial=0))
+    return index.search(user_vectors, pool, exclude=seen_rows)
+
+
 pool_ids, _ = candidate_pool(index, stage1.user_factors[users], seen, 50)
 print(f"{len(users)} users; pool of 50 for user {users[0]}: {ds.title(pool_ids[0][:5])} ...")
 

@@ -528,7 +528,8 @@ def test_ml100k_rmse_with_side_features(ml100k, fitted_ml100k):
     X_test, test_space = build_features(ml100k, test)
     assert test_space.names == space.names
     score = rmse(test["rating"], fm.predict(X_test))
-    assert score <= 0.92, f"FM RMSE {score:.4f} on ML-100K seed 0 (expected about 0.897)"
+    assert score <= 0.92, (f"FM RMSE {score:.4f} on ML-100K seed 0; benchmarks/bench.py reports the mean of "
+                           "seeds 0, 1, 2 at the defaults")
     assert fm.loss_history_[-1] < fm.loss_history_[0]
 
 

@@ -120,9 +120,9 @@ def test_merge_gives_the_single_run_files(tmp_path):
     r = cli("merge", *reversed(shards), "--out", tmp_path / "merged")
     merged = tmp_path / "merged"
     assert (merged / "grades.csv").read_bytes() == (single / "grades.csv").read_bytes()
-    for sub in ("results", "feedback"):
-        assert {p.name: p.read_bytes() for p in (merged / sub).iterdir()} == \
-               {p.name: p.read_bytes() for p in (single / sub).iterdir()}
+    for sub in ("results", "feedback"):  # feedback/<student>/<version>.html included
+        assert {p.relative_to(merged).as_posix(): p.read_bytes() for p in (merged / sub).rglob("*") if p.is_file()} == \
+               {p.relative_to(single).as_posix(): p.read_bytes() for p in (single / sub).rglob("*") if p.is_file()}
     run = json.loads((merged / "run.json").read_text())
     assert run["submissions"] == 10 and run["statuses"] == {"graded": 10} and run["isolation"] == "user"
     assert [m["shard"] for m in run["merged_from"]] == [0, 1, 2] and "10 students" in r.stdout
@@ -605,8 +605,11 @@ def test_shards_then_merge_equal_one_run(term_run):
 def test_feedback_pages_are_those_of_one_run(term_run):
     """Byte for byte, except what nbgrader itself makes different on every run (none in this course: the
     comparison would show it)."""
-    for page in (term_run["single"] / "feedback").iterdir():
-        assert (term_run["merged"] / "feedback" / page.name).read_bytes() == page.read_bytes(), page.name
+    pages = [p for p in (term_run["single"] / "feedback").rglob("*.html")]   # with feedback/<student>/<version>.html
+    assert len(pages) == 2 * 7
+    for page in pages:
+        rel = page.relative_to(term_run["single"])
+        assert (term_run["merged"] / rel).read_bytes() == page.read_bytes(), rel
 
 
 @needs_sandbox

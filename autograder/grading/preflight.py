@@ -114,7 +114,7 @@ def diagnosis(result: Result, opts, assignment) -> str:
         return (f"inside the sandbox the kernel cannot import {module}: install it into the virtualenv "
                 f"({sys.prefix}), or if it lives outside it, let the kernel read it with --allow-path.")
     if re.search(r"(No such file or directory|Permission denied|FileNotFoundError|PermissionError)", text):
-        return ("the solution could not read a file inside the sandbox (see the failing tests below); the kernel "
+        return ("the solution could not read a file inside the sandbox (see what failed); the kernel "
                 "sees only the Python installation, the virtualenv, the course packages, data/ and the files "
                 "released with the assignment: add what it needs with --allow-path.")
     if result.status == "timeout":
@@ -133,6 +133,12 @@ def diagnosis(result: Result, opts, assignment) -> str:
         return (f"the instructor's solution loses points inside the sandbox: {result.reason}. Fix the solution "
                 "or the hidden tests (run the course test for this assignment), or the environment they need.")
     return f"the grader failed on the instructor's solution: {result.reason}"
+
+
+def _without_restore_notes(reason: str) -> str:
+    """The reason without the notes that the source notebook's test cells were "restored" (they hold the
+    hidden tests, so for the instructor's own notebook these notes are expected, not news)."""
+    return re.sub(r"(; )?instructor cell '[^']*' was edited \(restored\)", "", reason).strip("; ")
 
 
 def _kernel_log_lines(result: Result, n: int = 6) -> str:
@@ -180,6 +186,7 @@ def run_preflight(grader, slot: int = 0) -> dict:
             f"preflight failed: the instructor's solution ({source}) got {fmt_score(result.total)}/"
             f"{fmt_score(result.max_total)} with status {result.status} inside the sandbox ({'; '.join(problems)}), "
             "so no student was graded.\n"
+            f"  what failed: {_without_restore_notes(result.reason)}\n"
             f"  diagnosis: {record['diagnosis']}\n"
             + (f"  kernel log (last lines):\n{log}\n" if log else "")
             + f"  details: {preflight_path(grader.out)}; --no-preflight grades anyway (every student may get 0)")

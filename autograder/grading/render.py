@@ -93,8 +93,10 @@ def summary_html(result: Result, nb=None) -> str:
     if not result.max_scores:
         return ""
     messages = test_messages(nb)
+    in_notebook = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in (nb.cells if nb else ())]
+    order = [g for g in in_notebook if g in result.max_scores]
     rows = []
-    for gid in result.max_scores:
+    for gid in order + [g for g in result.max_scores if g not in order]:
         css, message = _row_message(gid, result, messages)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE] + " ..."

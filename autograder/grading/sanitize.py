@@ -304,3 +304,27 @@ def clean_autograded(path, source_path, begin: str = BEGIN, end: str = END):
     cleaned = clean_notebook(nb, hidden, instructor_markdown_of(source, hidden), keep)
     nbformat.write(cleaned, str(path))
     return cleaned, hidden
+
+
+# --- for nbconvert itself: nbgrader's formgrader and feedback (nbgrader_config.py) -------------------
+
+def _preprocessor_base():
+    from nbconvert.preprocessors import Preprocessor
+
+    return Preprocessor
+
+
+class SanitizeCells(_preprocessor_base()):
+    """nbconvert preprocessor for pages made from untrusted notebooks (``c.HTMLExporter.preprocessors``
+    in ``nbgrader_config.py``): every markdown cell rendered and cleaned (:func:`clean_markdown`: nbgrader's
+    formgrade and feedback templates render markdown without nbconvert's ``sanitize_html``), every output
+    cleaned as in the feedback (:func:`clean_output`; tracebacks kept: the formgrader is the instructor's)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "markdown":
+            cell.source = clean_markdown(cell.source)
+            cell.pop("attachments", None)
+        elif cell.cell_type == "code":
+            nothing = HiddenTests({}, [])
+            cell.outputs = [clean_output(o, nothing, test_cell=False) for o in cell.get("outputs", [])]
+        return cell, resources

@@ -74,6 +74,7 @@ REFERENCE_HELPERS: tuple[str, ...] = (
     "mflib.models._optim",
     "mflib.models._rowsolve",
     "mflib.models._sampling",
+    "mflib.two_stage",  # notebook 07's candidate recall and re-rank (exercises 5 and 6)
 )
 
 # Modules of mflib.models that students get (the package itself, base classes, the baseline, this list).

@@ -23,13 +23,14 @@ demo: $(STAMP)
 ## sandbox process is left behind, which another worker's grading run would confuse).
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15 --ignore=tests/test_grading.py --ignore=tests/test_grading_runtime.py \
-		--ignore=tests/test_grading_secrets.py
-	$(PY) -m pytest tests/test_grading.py tests/test_grading_runtime.py tests/test_grading_secrets.py --durations=5
+		--ignore=tests/test_grading_secrets.py --ignore=tests/test_grading_identity.py --ignore=tests/test_deadlines.py
+	$(PY) -m pytest tests/test_grading.py tests/test_grading_runtime.py tests/test_grading_secrets.py \
+		tests/test_grading_identity.py tests/test_deadlines.py --durations=5
 
 ## Unit tests only (no nbgrader course runs).
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not course" --ignore=tests/test_grading.py --ignore=tests/test_grading_runtime.py \
-		--ignore=tests/test_grading_secrets.py
+		--ignore=tests/test_grading_secrets.py --ignore=tests/test_grading_identity.py --ignore=tests/test_deadlines.py
 
 ## course_src/*.py -> solutions/*.ipynb (executed, with outputs) -> assignments/ (nbgrader release)
 notebooks: $(STAMP)

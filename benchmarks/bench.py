@@ -30,6 +30,7 @@ import datetime
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections import defaultdict
@@ -364,11 +365,11 @@ def main(argv=None) -> None:
     if "seed-scale" in args.only:
         import seed_scale
 
-        out = REPO / "docs" / ".seed_scale.md.tmp"
         extra = ["--sizes", "ml-20m", "--als-iterations", "2", "--als-repeats", "1"] if args.quick else []
-        seed_scale.main(["--only", "fm", "--only", "als", "--markdown", str(out), *extra])
-        parts["seed-scale"] = out.read_text().replace("## Seed-scale speed", "", 1).strip()
-        out.unlink()
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "seed_scale.md"
+            seed_scale.main(["--only", "fm", "--only", "als", "--markdown", str(out), *extra])
+            parts["seed-scale"] = out.read_text().replace("## Seed-scale speed", "", 1).strip()
     if "beyond" in args.only:
         import beyond
 

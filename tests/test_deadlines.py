@@ -33,7 +33,8 @@ NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
 def _namespaces_work() -> bool:
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True).returncode == 0
+    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 needs_sandbox = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root")
@@ -137,7 +138,8 @@ RULES = dl.from_options("2026-09-28T23:59", "2026-10-05T23:59", "10%/day,max=50%
     ([_entry(4.5, "2026-09-28T20:00:00Z"), _entry(5.0, "2026-10-03T00:00:01Z")], 4.5, 5.0, 4.0, 2.5, 4.5,
      "-50%"),                                                            # resubmitting never lowers a grade
     ([_entry(5.0, "2026-10-06T00:00:00Z")], None, 5.0, 7.0, 5.0, 0.0, "after the hard deadline"),
-    ([_entry(2.0, "2026-09-27T00:00:00Z"), _entry(5.0, "2026-10-07T00:00:00Z")], 2.0, None, None, None, 2.0, ""),
+    ([_entry(2.0, "2026-09-27T00:00:00Z"), _entry(5.0, "2026-10-07T00:00:00Z")], 2.0, None, None, None, 2.0,
+     "after the hard deadline is not counted"),
     ([_entry(0.0, "2026-09-28T20:00:00Z", "error")], 0.0, None, None, None, None, "grader failed"),
     ([_entry(0.0, None, "invalid")], None, None, None, None, 0.0, "no version with a submission time"),
 ])

@@ -41,7 +41,8 @@ ADD_WRONG = {"add-solution": "def add(a, b):\n    return a - b"}
 def _namespaces_work() -> bool:
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True).returncode == 0
+    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 # as root or in CI a broken sandbox fails these tests (in the fixtures) instead of skipping them

@@ -127,7 +127,8 @@ def psref_source():
              new_code_cell(STEP, metadata=_meta("step-solution", solution=True)),
              new_code_cell(TESTS["test-step"][0], metadata=_meta("test-step", grade=True, locked=True, points=2)),
              new_code_cell(TESTS["test-model"][0], metadata=_meta("test-model", grade=True, locked=True, points=1)),
-             new_markdown_cell("YOUR ANSWER HERE", metadata=_meta("q-why", grade=True, solution=True, points=1))]
+             new_markdown_cell("The biases absorb each user's and item's average.",
+                               metadata=_meta("q-why", grade=True, solution=True, points=1))]
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb

@@ -40,7 +40,8 @@ __all__ = ["COLUMNS", "LatePolicy", "Deadlines", "zone", "parse_time", "parse_ti
            "from_options", "to_grade", "summarize"]
 
 COLUMNS = ["on_time", "late", "days_late", "penalty", "final", "deadline_note"]
-_POLICY = re.compile(r"^(?P<rate>\d+(?:\.\d+)?)\s*%\s*/\s*(?P<unit>day|hour)(?:\s*,\s*max\s*=\s*(?P<cap>\d+(?:\.\d+)?)\s*%)?$")
+_POLICY = re.compile(r"^(?P<rate>\d+(?:\.\d+)?)\s*%\s*/\s*(?P<unit>day|hour)"
+                     r"(?:\s*,\s*max\s*=\s*(?P<cap>\d+(?:\.\d+)?)\s*%)?$")
 _OFFSET = re.compile(r"^[+-]\d{2}:?\d{2}$")
 
 
@@ -177,7 +178,9 @@ def to_grade(subs, dl: Deadlines | None) -> tuple[list, list]:
         if sub.invalid:
             chosen.append(sub)
             continue
-        versions = [_effective(v, dl) for v in sub.versions]
+        versions = [_effective(v, dl) for v in sub.versions if v.submitted_at is not None]
+        notes += [f"{v.origin}: no submission time (zip entry before 1980?): not graded" for v in sub.versions
+                  if v.submitted_at is None]
         on_time = [v for v in versions if v.submitted_at <= dl.deadline]
         late = [v for v in versions if v.submitted_at > dl.deadline and dl.counts(v.submitted_at)]
         picked = [v for v in (_newest_readable(on_time, notes), _newest_readable(late, notes)) if v]
@@ -230,6 +233,8 @@ def summarize(history: list, dl: Deadlines) -> dict:
             notes.append("submitted after the hard deadline: counts 0")
     if on_e is None and late_e is None:
         notes.append("no version with a submission time")
+    if late_e is None and len(counted) < len(after):
+        notes.append("a version after the hard deadline is not counted")
     if any(e["status"] == "error" for e in (on_e, late_e) if e is not None):
         notes.append("the grader failed on a counted version: regrade it")
         row["deadline_note"] = "; ".join(notes)

@@ -23,6 +23,24 @@ _CHUNK_BYTES = 4 << 20
 _CHUNK_ROWS = 1024
 
 
+_BLAS = None
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread (threadpoolctl; the library scan is done once).
+
+    ALS's products are small and many (one chunk at a time, and the chunks already run on ``num_threads``
+    Python threads): a BLAS thread pool on top only oversubscribes the cores, and on a busy machine its
+    spinning threads make a fit many times slower. implicit asks for ``OPENBLAS_NUM_THREADS=1`` for the
+    same reason."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 # ---- data ---------------------------------------------------------------------------------------------
 def _as_matrix(user_items, name: str = "user_items") -> sp.csr_matrix:
     """``user_items`` as float CSR with sorted indices, no duplicates and no stored zeros; r >= 0."""

@@ -90,7 +90,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._als_solvers import (_CHUNK_BYTES, SolverPlan, _as_matrix, _cg_rows, _chunk_systems, _exact_rows, _gram,
-                           _loss, _matching_slots, _plan_loss, _prepare, _resolve_threads)
+                           _loss, _matching_slots, _plan_loss, _prepare, _resolve_threads, one_blas_thread)
 from .base import FactorModel, progress
 
 __all__ = [
@@ -170,12 +170,13 @@ def normal_equations(fixed_factors, user_items, regularization: float, alpha: fl
     gram = _gram(fixed, regularization).astype(fixed.dtype)
     systems = np.empty((plan.shape[0], k, k), fixed.dtype)
     rhs = np.empty((plan.shape[0], k), fixed.dtype)
-    for row_lo, row_hi, slot_lo, slot_hi, pieces in plan.chunks(k, fixed.itemsize):
-        gathered = np.take(fixed, plan.slot_column[slot_lo:slot_hi], axis=0)
-        a, b = _chunk_systems(gathered, weight[slot_lo:slot_hi], target[slot_lo:slot_hi], pieces, gram,
-                              row_hi - row_lo)
-        rows = plan.order[row_lo:row_hi]
-        systems[rows], rhs[rows] = a, b
+    with one_blas_thread():
+        for row_lo, row_hi, slot_lo, slot_hi, pieces in plan.chunks(k, fixed.itemsize):
+            gathered = np.take(fixed, plan.slot_column[slot_lo:slot_hi], axis=0)
+            a, b = _chunk_systems(gathered, weight[slot_lo:slot_hi], target[slot_lo:slot_hi], pieces, gram,
+                                  row_hi - row_lo)
+            rows = plan.order[row_lo:row_hi]
+            systems[rows], rhs[rows] = a, b
     return systems, rhs
 
 
@@ -193,7 +194,8 @@ def solve_exact(fixed_factors, user_items, regularization: float, alpha: float, 
     """
     fixed, plan = _prepare(fixed_factors, user_items, alpha, plan)
     slot_scores = np.zeros(plan.n_slots, fixed.dtype) if scores is not None else None
-    solution = _exact_rows(fixed, plan, regularization, slot_scores, num_threads)
+    with one_blas_thread():
+        solution = _exact_rows(fixed, plan, regularization, slot_scores, num_threads)
     if scores is not None:
         scores[:] = slot_scores[plan.entry_slot]
     return solution
@@ -227,7 +229,8 @@ def solve_cg(fixed_factors, user_items, current, regularization: float, alpha: f
     if scores is not None:
         slot_scores = np.zeros(plan.n_slots, fixed.dtype)
         slot_scores[plan.entry_slot] = scores
-    solution = _cg_rows(fixed, plan, current, regularization, cg_steps, slot_scores, slot_scores, num_threads)
+    with one_blas_thread():
+        solution = _cg_rows(fixed, plan, current, regularization, cg_steps, slot_scores, slot_scores, num_threads)
     if scores is not None:
         scores[:] = slot_scores[plan.entry_slot]
     return solution
@@ -260,6 +263,7 @@ class ALS(FactorModel):
     num_threads : int
         Worker threads (0: one per CPU core, as implicit). Rows are solved in independent chunks, and
         numpy releases the GIL in the heavy kernels; the factors do not depend on the number of threads.
+        BLAS itself is held to one thread during ``fit`` (its products are small, one chunk at a time).
 
     Attributes
     ----------
@@ -293,9 +297,14 @@ class ALS(FactorModel):
         """Factorise the users x items matrix ``user_items`` (CSR, ``r_ui >= 0``); returns ``self``.
 
         Each iteration solves the users with the items fixed, then the items with the users fixed, and
-        appends :func:`als_loss` to ``loss_history_``.
+        appends :func:`als_loss` to ``loss_history_``. BLAS runs on one thread meanwhile
+        (:func:`~mflib.models._als_solvers.one_blas_thread`); ``num_threads`` sets the parallelism.
         """
         self._validate()
+        with one_blas_thread():
+            return self._fit(user_items, show_progress)
+
+    def _fit(self, user_items, show_progress):
         show = self.show_progress if show_progress is None else show_progress
         user_items = _as_matrix(user_items)
         item_users = user_items.T.tocsr()

@@ -1,0 +1,75 @@
+"""The benchmark's bookkeeping (benchmarks/bench.py, speed.py, _common.py): ratios, noise, tables, README block."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench  # noqa: E402  (benchmarks/, not the library)
+import speed  # noqa: E402
+from _common import markdown_table  # noqa: E402
+
+
+def test_readme_has_one_generated_block():
+    text = bench.README.read_text()
+    assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
+    assert text.index(bench.BEGIN) < text.index(bench.END)
+
+
+def test_replace_between_markers_touches_only_the_block():
+    text = f"intro\n{bench.BEGIN}\nold table\n{bench.END}\noutro\n"
+    new = bench.replace_between_markers(text, "| new |", "README")
+    assert new == f"intro\n{bench.BEGIN}\n| new |\n{bench.END}\noutro\n"
+    assert bench.replace_between_markers(new, "| newer |", "README").count("| new") == 1
+
+
+@pytest.mark.parametrize("text", ["no markers", f"{bench.END}\n{bench.BEGIN}", f"{bench.BEGIN}{bench.BEGIN}{bench.END}"])
+def test_replace_between_markers_refuses_a_broken_readme(text):
+    with pytest.raises(ValueError, match="bench:begin"):
+        bench.replace_between_markers(text, "x", "README.md")
+
+
+def _task(ours, anchor, second=None, **kwargs):
+    task = speed.SpeedTask("row", "1 / 1", ours=lambda: None, anchor_name="anchor", anchor=lambda: None, **kwargs)
+    task.runs[0] = {"ours": [(t, t) for t in ours], "anchor": [(t, 2 * t) for t in anchor]}
+    if second:
+        task.runs[1] = {"ours": [(t, t) for t in second[0]], "anchor": [(t, t) for t in second[1]]}
+    return task
+
+
+def test_summarise_takes_the_best_run_and_states_the_noise():
+    tasks = [_task([3.0, 2.0, 2.5], [1.0, 1.5], second=([2.2], [1.0]), target=1.5, one_thread=True),
+             _task([0.5], [1.0], second=([0.5], [1.0]), per=10, unit="ms")]
+    rows, noise = speed.summarise(tasks)
+    assert rows[0]["mflib"] == 2.0 and rows[0]["anchor_time"] == 1.0
+    assert rows[0]["ratio"] == pytest.approx(2.0) and rows[0]["ratio_rerun"] == pytest.approx(2.2)
+    assert rows[0]["cpu_ratio"] == pytest.approx(1.0)        # CPU seconds: 2.0 against 2 * 1.0
+    assert rows[0]["met"] == "no"                             # 2.0 > 1.5
+    assert rows[1]["mflib"] == pytest.approx(50.0)             # 0.5 s over 10 epochs, in ms
+    assert rows[1]["ratio"] == pytest.approx(0.5) and "cpu_ratio" not in rows[1] and "met" not in rows[1]
+    assert noise["ratio_change_max"] == pytest.approx(0.1)
+    assert noise["spread_max"] == pytest.approx(0.5)          # 3.0 over 2.0, and 1.5 over 1.0
+
+
+def test_summarise_without_anchor():
+    task = speed.SpeedTask("row", "1 / 1", ours=lambda: None)
+    task.runs[0] = {"ours": [(1.0, 1.0)], "anchor": []}
+    rows, _ = speed.summarise([task])
+    assert rows[0]["anchor"] == "not installed" and "ratio" not in rows[0]
+
+
+def test_measure_interleaves_and_reruns():
+    calls = []
+    task = speed.SpeedTask("row", "1 / 1", ours=lambda: calls.append("o"), anchor=lambda: calls.append("a"))
+    once = speed.SpeedTask("loop", "1 / 1", ours=lambda: calls.append("O"), anchor=lambda: calls.append("A"),
+                           anchor_repeats=1, rerun=False)
+    speed.measure([task, once], repeats=2, passes=2, log=lambda *a, **k: None)
+    assert "".join(calls) == "oaoa" + "OAO" + "oaoa"
+    assert sorted(task.runs) == [0, 1] and sorted(once.runs) == [0]
+
+
+def test_markdown_table():
+    table = markdown_table([{"model": "a", "x": 0.12345, "y": None}], [("x", "X", ".2f"), ("y", "Y", "")])
+    assert table.splitlines() == ["| model | X | Y |", "|---|---:|---:|", "| a | 0.12 |  |"]

@@ -283,9 +283,9 @@ def speed_markdown(rows: list[dict], noise: dict, repeats: int) -> str:
     note = (f"Best of {repeats} runs per side, interleaved; ratio = mflib / anchor (lower is better), from the "
             "first pass; every row except the `spsolve` loop was measured again in a second pass. **Noise**: "
             f"between the two passes the ratios moved by {100 * noise['ratio_change_median']:.0f} % (median) and "
-            f"at most {100 * noise['ratio_change_max']:.0f} %; {spread}. CPU-time ratio: the same ratio in CPU seconds, shown where both "
-            "sides run one thread (it moves least when other processes share the machine). `met` checks both "
-            "passes against the issue's target. mflib's BPR and WARP are single-threaded numpy; the rows with "
+            f"at most {100 * noise['ratio_change_max']:.0f} %; {spread}. CPU-time ratio: the same ratio in CPU "
+            "seconds, shown where both sides run one thread (it moves least when other processes share the "
+            "machine). `met` checks both passes against the issue's target. mflib's BPR and WARP are single-threaded numpy; the rows with "
             "the anchor on all cores are for information.")
     return table + "\n\n" + note
 
@@ -322,7 +322,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=sections, nargs="+", default=sections)
     parser.add_argument("--repeats", type=int, default=3, help="speed: best of this many runs per side")
     parser.add_argument("--write", action="store_true",
-                        help=f"write {REPORT.relative_to(REPO)} and the README tables (needs every section)")
+                        help="write docs/benchmarks.md and the README tables (needs every section)")
     parser.add_argument("--markdown", metavar="OUT", type=Path, help="write the report to OUT instead")
     args = parser.parse_args(argv)
     if args.write and (set(args.only) != set(sections) or args.quick):

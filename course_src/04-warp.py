@@ -467,8 +467,13 @@ check_matches_reference(warp_gradients, reference.warp_gradients,
 # second. AdaGrad (Duchi, Hazan & Singer 2011; LightFM's default) gives every coordinate its own step size,
 # shrinking with the squared gradients it has received so far:
 #
-# $$ G \leftarrow G + g^2, \qquad \theta \leftarrow \theta - \eta\, \frac{g}{\sqrt{G}}
-#    \qquad (\text{element-wise; } G \text{ starts at } 1) . $$
+# $$ G \leftarrow G + g^2, \qquad \theta \leftarrow \theta - \eta\, \frac{g}{\sqrt{G} + \varepsilon}
+#    \qquad (\text{element-wise; } G \text{ starts at } 0,\ \varepsilon = 10^{-8}) . $$
+#
+# The first step of every coordinate is then $\eta\, g / (|g| + \varepsilon)$, about $\eta$ in size whatever
+# the scale of its gradient; later steps shrink as $G$ grows, fastest for a coordinate that keeps receiving
+# large gradients (a popular film). $\varepsilon$ only keeps $0/0$ out for a coordinate whose gradient has
+# always been 0 (it does not move). The reference `mflib.WARP` (and `mflib.BPR`) use the same convention.
 #
 # **The norm bound.** Weston et al. regularise WARP by bounding the length of every factor vector,
 # $\lVert\mathbf p_u\rVert \le C$ and $\lVert\mathbf q_i\rVert \le C$, instead of (or besides) an L2
@@ -503,7 +508,7 @@ def warp_step(user_factors, item_factors, item_bias, users, positives, negatives
             parameter -= learning_rate * g
         else:
             accumulators[name] += g ** 2
-            parameter -= learning_rate * g / np.sqrt(accumulators[name])
+            parameter -= learning_rate * g / (np.sqrt(accumulators[name]) + 1e-8)
     if max_norm is not None:
         for factors in (user_factors, item_factors):
             norms = np.linalg.norm(factors, axis=1, keepdims=True)
@@ -534,15 +539,20 @@ longest = max(np.linalg.norm(params["user_factors"], axis=1).max(),
 print(f"after a huge step with max_norm=1.5 the longest factor vector has norm {longest:.4f} (must be <= 1.5)")
 assert longest <= 1.5 + 1e-9, "max_norm: rows longer than max_norm must be scaled back to norm max_norm"
 params, users, positives, negatives, weights = make_problem(2)
-accumulators = {name: np.ones_like(value) for name, value in params.items()}
+start = {name: value.copy() for name, value in params.items()}
+accumulators = {name: np.zeros_like(value) for name, value in params.items()}  # AdaGrad's G starts at 0
 g = warp_gradients(params["user_factors"], params["item_factors"], params["item_bias"], users, positives, negatives,
                    weights, 0.0)
 warp_step(params["user_factors"], params["item_factors"], params["item_bias"], users, positives, negatives, weights,
           0.1, 0.0, None, accumulators)
-assert all(np.allclose(accumulators[name], 1.0 + g[name] ** 2) for name in params), (
+assert all(np.allclose(accumulators[name], g[name] ** 2) for name in params), (
     "AdaGrad: the accumulators must become G + g^2 (updated in place, one array per parameter)")
+for name in params:  # the first AdaGrad step from G = 0: theta - learning_rate * g / (sqrt(g^2) + eps)
+    assert np.allclose(params[name], start[name] - 0.1 * g[name] / (np.abs(g[name]) + 1e-8), rtol=1e-6, atol=1e-9), (
+        f"AdaGrad: {name!r} after one step from G = 0 is not theta - learning_rate * g / (sqrt(G) + 1e-8), with G "
+        "updated (G + g^2) before the step")
 print("✓ warp_step: plain step theta - learning_rate * g in place, returns the loss before it, max_norm bound, "
-      "AdaGrad accumulators G + g^2")
+      "AdaGrad accumulators G + g^2 and step g / (sqrt(G) + eps)")
 ### BEGIN HIDDEN TESTS
 from mflib.models import warp as reference
 
@@ -571,8 +581,8 @@ check_matches_reference(warp_step, reference.warp_step, lambda seed: adagrad_inp
 # An epoch visits every training positive once, in a random order, in batches: sample a violator for each
 # positive of the batch, weight the rows that found one by $L(\widehat{\text{rank}})$, and take one step on
 # those triples. The positives of the training matrix are its `positive_keys`: user `key // n_items`, item
-# `key % n_items`. Initialise the factors with small random numbers, the biases with zeros, and the AdaGrad
-# accumulators with ones.
+# `key % n_items`. Initialise the factors with small random numbers, and the biases and the AdaGrad
+# accumulators with zeros.
 #
 # **Exercise 6.** Write the training loop. Use only `rng = np.random.default_rng(random_state)` for
 # randomness, so that a seed gives the same model. Record, for every epoch, the sum of the batch losses
@@ -588,8 +598,8 @@ def fit_warp(user_items, factors=32, learning_rate=0.1, regularization=0.0, iter
     user_factors = rng.normal(0.0, init_std, (n_users, factors))
     item_factors = rng.normal(0.0, init_std, (n_items, factors))
     item_bias = np.zeros(n_items)
-    accumulators = {"user_factors": np.ones_like(user_factors), "item_factors": np.ones_like(item_factors),
-                    "item_bias": np.ones_like(item_bias)}
+    accumulators = {"user_factors": np.zeros_like(user_factors), "item_factors": np.zeros_like(item_factors),
+                    "item_bias": np.zeros_like(item_bias)}
     keys = positive_keys(user_items)
     pair_users, pair_items = keys // n_items, keys % n_items
     loss_history = []

@@ -68,7 +68,8 @@ print(f"{ds}\n{len(train_df):,} training ratings ({train.nnz:,} positives), {len
 # ## 2. Train every model
 #
 # Default hyper-parameters (tuned for MovieLens), except fewer epochs for the three slowest SGD models
-# so that this notebook runs in seconds; `mflib.bench` trains them fully.
+# so that this notebook runs in seconds; the course's benchmark (`benchmarks/bench.py`, run by `make bench`;
+# its tables are in the README) trains them fully.
 
 # %%
 from mflib.features import build_features

@@ -25,7 +25,8 @@ def test_replace_between_markers_touches_only_the_block():
     assert bench.replace_between_markers(new, "| newer |", "README").count("| new") == 1
 
 
-@pytest.mark.parametrize("text", ["no markers", f"{bench.END}\n{bench.BEGIN}", f"{bench.BEGIN}{bench.BEGIN}{bench.END}"])
+@pytest.mark.parametrize("text", ["no markers", f"{bench.END}\n{bench.BEGIN}",
+                                  f"{bench.BEGIN}{bench.BEGIN}{bench.END}"])
 def test_replace_between_markers_refuses_a_broken_readme(text):
     with pytest.raises(ValueError, match="bench:begin"):
         bench.replace_between_markers(text, "x", "README.md")
@@ -73,3 +74,44 @@ def test_measure_interleaves_and_reruns():
 def test_markdown_table():
     table = markdown_table([{"model": "a", "x": 0.12345, "y": None}], [("x", "X", ".2f"), ("y", "Y", "")])
     assert table.splitlines() == ["| model | X | Y |", "|---|---:|---:|", "| a | 0.12 |  |"]
+
+
+def test_write_puts_one_run_in_the_report_and_the_readme(tmp_path, monkeypatch):
+    """The whole of main() with every section replaced by a stub: the report gets the machine and every
+    section, the README only its block (from the same numbers)."""
+    import beyond
+    import seed_scale
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\nprose 1.5\n{bench.BEGIN}\n*old*\n{bench.END}\nmore prose\n")
+    monkeypatch.setattr(bench, "README", readme)
+    monkeypatch.setattr(bench, "REPORT", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(bench, "quality_implicit", lambda ds, seeds, quick: [{"model": "mflib ALS", "ndcg@10": 0.5}])
+    monkeypatch.setattr(bench, "quality_explicit",
+                        lambda ds, seeds, quick, svdpp: [{"model": "mflib SVD", "rmse": 0.9, "fit s": 1.0}])
+    tick = iter(range(1, 1000))
+    fast = speed.SpeedTask("ALS fit", "1 / 1", ours=lambda: next(tick), anchor_name="implicit ALS",
+                           anchor=lambda: next(tick), target=1.5, one_thread=True)
+    monkeypatch.setattr(speed, "speed_tasks", lambda ds, quick: [fast])
+    monkeypatch.setattr(speed, "als_profile", lambda: "profile table")
+
+    def fake_seed_scale(argv):
+        Path(argv[argv.index("--markdown") + 1]).write_text("## Seed-scale speed\n\nFM table\n")
+    monkeypatch.setattr(seed_scale, "main", fake_seed_scale)
+    table = beyond.Table("Beyond", ["k", "x"])
+    table.add(1, "0.1")
+    monkeypatch.setattr(beyond, "new_users_table", lambda ds, seeds: table)
+    monkeypatch.setattr(beyond, "explicit_table", lambda ds, seeds: table)
+    monkeypatch.setattr(beyond, "two_stage_tables", lambda *a, **k: [table])
+
+    bench.main(["--write", "--repeats", "2"])
+    report = (tmp_path / "benchmarks.md").read_text()
+    for expected in ("## Machine", "load average", "blas", "| mflib ALS | 0.500 |", "| mflib SVD | 0.9000 |",
+                     "| ALS fit | 1 / 1 |", "profile table", "FM table", "### Beyond", "quoted, not measured"):
+        assert expected in report, expected
+    assert "## Seed-scale speed\n" not in report  # its heading is replaced by the report's own
+    text = readme.read_text()
+    assert text.startswith("# Title\nprose 1.5\n") and text.endswith(f"{bench.END}\nmore prose\n")
+    block = text.split(bench.BEGIN)[1].split(bench.END)[0]
+    assert "*old*" not in block and "| mflib ALS | 0.500 |" in block and "| ALS fit | 1 / 1 |" in block
+    assert "docs/benchmarks.md" in block and "FM table" not in block

@@ -235,7 +235,7 @@ def test_bundle_has_no_solutions(bundle):
     files = [p for p in bundle.rglob("*") if p.is_file()]
     names = {p.relative_to(bundle).as_posix() for p in files}
     for required in ("mflib/__init__.py", "mflib/models/base.py", "mflib/models/popularity.py",
-                     "autograder/__init__.py", "autograder/checks.py", "autograder/feedback.py",
+                     "autograder/__init__.py", "autograder/checks/__init__.py", "autograder/feedback.py",
                      "environment.yml", "pyproject.toml", "README.md"):
         assert required in names, f"the bundle lacks {required}"
     for module in REFERENCE_MODULES:

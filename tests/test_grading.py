@@ -33,7 +33,7 @@ from autograder.grading import scan as scanmod  # noqa: E402
 from autograder.grading.discovery import discover, student_from_filename  # noqa: E402
 from autograder.grading.options import Options  # noqa: E402
 from autograder.grading.supervisor import grade  # noqa: E402
-from autograder.grading.users import user_pids  # noqa: E402
+from autograder.grading.users import user_pids, user_reserved  # noqa: E402
 
 ROOT = os.geteuid() == 0
 TIMEOUT = 5
@@ -56,6 +56,7 @@ ADD_HIDDEN_FAIL = "def add(a, b):\n    return a + b if a > 0 else 99"
 
 
 def _sandbox_pids():
+    """Processes of sandbox users that no running grading run has reserved (i.e. leftovers)."""
     pids = []
     for i in range(8):
         try:
@@ -63,20 +64,38 @@ def _sandbox_pids():
             uid = pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid
         except KeyError:
             continue
-        pids += user_pids(uid)
+        if not user_reserved(f"{USER_PREFIX}{i}"):  # reserved: another session's run is using it now
+            pids += user_pids(uid)
     return pids
+
+
+def _owner_gone(pid_text: str) -> bool:
+    """Is the grading process that made a cgroup / work folder gone?  (Folders of runs still going, e.g.
+    another test session on a shared machine, are theirs, not leftovers: every run's names carry its pid.)"""
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
 
 
 def _cgroups():
     found = []
     for base in Path("/sys/fs/cgroup").glob("*"):
         if base.is_dir():
-            found += [p for p in base.rglob("mfgrade-*") if p.is_dir()]
+            found += [p for p in base.rglob("mfgrade-*") if p.is_dir() and _owner_gone(p.name.split("-")[1])]
     return found
 
 
 def _mfg_dirs():
-    return set(Path("/tmp").glob("mfg-*"))
+    def gone(d):
+        try:
+            return _owner_gone((d / "owner.pid").read_text())
+        except OSError:
+            return True
+    return {d for d in Path("/tmp").glob("mfg-*") if gone(d)}
 
 
 def hostile_submissions(root: Path, subs: Path, port: int) -> dict:

@@ -35,7 +35,7 @@ from grading_fixtures.course import make_course, student_notebook, write  # noqa
 from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading.runs import OutputLock  # noqa: E402
-from autograder.grading.users import user_pids  # noqa: E402
+from autograder.grading.users import user_pids, user_reserved  # noqa: E402
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -65,12 +65,15 @@ def results(out: Path) -> dict:
 
 
 def sandbox_user_pids() -> list:
+    """Processes of our sandbox users that no running grading run has reserved (leftovers)."""
     pids = []
     for i in range(8):
         try:
-            pids += user_pids(pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid)
+            uid = pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid
         except KeyError:
             continue
+        if not user_reserved(f"{USER_PREFIX}{i}"):
+            pids += user_pids(uid)
     return pids
 
 

@@ -88,7 +88,7 @@ TESTS = {
 ### BEGIN HIDDEN TESTS
 from mflib.models import svd as reference  # psref-hidden-one
 check_matches_reference(predict_ratings, reference.predict_ratings, make_inputs, name="predict_ratings")
-check_matches_reference(predict_ratings, reference.predict_ratings, lambda seed: (*make_inputs(seed + 3), (1.0, 5.0)),
+check_matches_reference(predict_ratings, reference.predict_ratings, lambda seed: (*make_inputs(seed + 3), (3.0, 4.0)),
                         name="predict_ratings clipped to the rating scale")
 ### END HIDDEN TESTS''', 2),
     "test-step": ('''assert isinstance(sgd_step(*step_inputs(0)), float)

@@ -59,6 +59,7 @@ class ArrayStore:
         self._by_hash: dict[str, str] = {}
 
     def put(self, a: np.ndarray) -> str:
+        """Store a copy of ``a`` (once per content); returns its key in :attr:`arrays`."""
         h = _array_hash(a)
         key = self._by_hash.get(h)
         if key is None:
@@ -72,6 +73,7 @@ class HashStore:
     """Stands in for :class:`ArrayStore` in :func:`digest`: an array becomes the hash of its content."""
 
     def put(self, a: np.ndarray) -> str:
+        """The hash of ``a``'s dtype, shape and bytes."""
         return _array_hash(a)
 
 

@@ -196,8 +196,8 @@ def install(modules=None) -> None:
     for name, module in loaded.items():
         entries: dict[str, dict] = {}
         for attr, obj in list(vars(module).items()):
-            if attr.startswith("__") and attr != "__all__":
-                continue
+            if attr.startswith("_") and attr != "__all__":
+                continue  # private helpers: called by the reference code only (not even their names are kept)
             if isinstance(obj, types.ModuleType):
                 entries[attr] = {"module": obj.__name__}
             elif isinstance(obj, types.FunctionType) and codec.is_reference_path(obj.__module__):

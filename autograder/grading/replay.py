@@ -249,9 +249,11 @@ class ReplayFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return spec
 
     def create_module(self, spec):
+        """The default module object."""
         return None
 
     def exec_module(self, module):
+        """Fill the stand-in module from the recording."""
         self.recording.populate(module)
 
 

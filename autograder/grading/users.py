@@ -17,7 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["is_root", "ensure_user", "SlotUser", "reserve_users", "user_pids", "kill_user_processes"]
+__all__ = ["is_root", "ensure_user", "SlotUser", "reserve_users", "user_reserved", "user_pids",
+           "kill_user_processes"]
 
 
 def is_root() -> bool:
@@ -79,6 +80,25 @@ class SlotUser:
         return f"SlotUser({self.name!r}, uid={self.uid})"
 
 
+def _user_lock(name: str) -> Path:
+    return LOCK_DIR / f"mf-autograder-user-{name}.lock"
+
+
+def user_reserved(name: str) -> bool:
+    """Is sandbox user ``name`` reserved by a running grading run (of any process) right now?"""
+    try:
+        fd = os.open(_user_lock(name), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock if we got it
+    return False
+
+
 def reserve_users(prefix: str, count: int, max_users: int = 64) -> list[SlotUser]:
     """Reserve *count* distinct sandbox users ``{prefix}0``, ``{prefix}1``, ... (created if needed).
 
@@ -95,7 +115,7 @@ def reserve_users(prefix: str, count: int, max_users: int = 64) -> list[SlotUser
             raise RuntimeError(f"could not reserve {count} sandbox users {prefix}N")
         name = f"{prefix}{index}"
         index += 1
-        fd = os.open(LOCK_DIR / f"mf-autograder-user-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(_user_lock(name), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -38,7 +38,9 @@ __all__ = ["KERNEL_NAME", "PRELOAD", "nbgrader_config", "prepare", "grade", "run
 KERNEL_NAME = "mf-sandbox"
 # imported once by the fork server, so that every worker starts with them loaded
 PRELOAD = ["autograder.grading.worker", "autograder.grading.executor", "autograder.grading.scan",
-           "nbgrader.apps.api", "nbgrader.api", "nbconvert.exporters.html", "jupyter_client.manager", "nbclient"]
+           "nbgrader.apps.api", "nbgrader.api", "nbconvert.exporters.html", "jupyter_client.manager", "nbclient",
+           "nbgrader.converters", "nbgrader.preprocessors", "ipython_pygments_lexers", "sqlite3",
+           "autograder.grading.warmup"]  # last: fills the libraries' lazy caches once (see its docstring)
 
 
 def nbgrader_config(job: PrepareJob | Job):
@@ -83,11 +85,11 @@ def nbgrader_config(job: PrepareJob | Job):
     return cfg
 
 
-def _api(job: PrepareJob | Job):
+def _api(job: PrepareJob | Job, cfg=None):
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    cfg = nbgrader_config(job)
+    cfg = nbgrader_config(job) if cfg is None else cfg
     return NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
 
 
@@ -142,9 +144,10 @@ def grade(job: Job) -> Result:
     a, sid, nbname = job.assignment, job.student, job.notebook
     root = Path(job.root)
     clock = _Clock()
-    api = _api(job)
-    prestart_kernel(api.config, KERNEL_NAME, str(root))
+    cfg = nbgrader_config(job)
+    prestart_kernel(cfg, KERNEL_NAME, str(root))  # boots while nbgrader prepares the notebook
     clock.lap("kernel_launch_s")
+    api = _api(job, cfg)
     try:
         r = api.autograde(a, sid, force=True, create=True)
     finally:

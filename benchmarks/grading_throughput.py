@@ -1,21 +1,31 @@
-"""Throughput of the class grader: grade N copies of a correct solution at --jobs 1 and --jobs 2.
+"""Throughput of the class grader: grade N copies of a correct solution at each --jobs, and say where the time goes.
 
     sudo .venv/bin/python benchmarks/grading_throughput.py                      # tiny test assignment
     sudo .venv/bin/python benchmarks/grading_throughput.py --copies 8 --jobs 1 2
-    sudo .venv/bin/python benchmarks/grading_throughput.py --assignment 02-als  # a real course assignment
+    sudo .venv/bin/python benchmarks/grading_throughput.py --assignment 02-als --jobs 2 --markdown out.md
 
 For a course assignment the "solution" submitted N times is the instructor's source notebook
 (solutions/<a>/<a>.ipynb: its solution cells are complete; the grader puts the released test cells
-back and nbgrader restores the hidden tests).  Prints, per --jobs, the wall time of the whole run,
-the one-off set-up (template course + sandbox probe + worker fork server) and submissions per
-minute with and without the set-up.  Every copy must pass every autograded test (manually graded
-cells stay empty), else the run is reported as failed.
+back and nbgrader restores the hidden tests).  Every copy must pass every autograded test (manually
+graded cells stay empty), else the run is reported as failed (exit status 1).
+
+Per --jobs it prints one row: the run's wall time, its one-off costs (set-up = template course +
+sandbox probe + worker fork server; preflight = grading the instructor's solution once), notebooks per
+minute with and without them, and per notebook (medians over the copies, from each result's
+``details.timing``): the notebook's own execution time (its cells), the supervisor's wall time for
+that student, and the difference -- the grader's overhead per submission.  The machine (CPU model,
+cores) and the load average before and after are printed with the table, since the machine may be
+shared: figures taken under load are slower than on an idle machine.  ``--markdown OUT`` writes the
+same as a Markdown file (docs/grading.md quotes it).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +69,54 @@ def _all_tests_passed(r) -> bool:
                                            if score is not None)
 
 
+def machine() -> str:
+    """CPU model, logical CPUs, Python and OS, e.g. for the table's caption."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(opts: Options, copies: int) -> dict:
+    """One grading run of ``opts``; the row of the table."""
+    t0 = time.monotonic()
+    summary = grade(opts)
+    wall = time.monotonic() - t0
+    out = Path(opts.out_dir)
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    timing = [r["details"]["timing"] for r in results]
+    one_off = summary.get("setup_seconds", 0.0) + (summary.get("preflight") or {}).get("seconds", 0.0)
+    med = lambda key: statistics.median(t[key] for t in timing)  # noqa: E731
+    return {"jobs": opts.jobs, "wall": wall, "setup": summary.get("setup_seconds", 0.0),
+            "preflight": (summary.get("preflight") or {}).get("seconds", 0.0),
+            "per_min": 60 * copies / wall, "steady_per_min": 60 * copies / max(wall - one_off, 1e-9),
+            "notebook_s": med("notebook_s"), "total_s": med("total_s"), "overhead_s": med("overhead_s"),
+            "worker": {k: statistics.median(t["worker"].get(k, 0.0) for t in timing) for k in timing[0]["worker"]},
+            "passed": sum(1 for r in results if _all_tests_passed(r)), "isolation": summary["isolation"],
+            "bad": next((f"{r['student']}: {r['status']} {r['reason'][:300]}" for r in results
+                         if not _all_tests_passed(r)), None)}
+
+
+def table(rows: list[dict], copies: int) -> str:
+    lines = ["| `--jobs` | wall s | set-up s | preflight s | notebooks/min | notebooks/min after set-up | "
+             "notebook's own s | grader total s | overhead s | all tests passed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['jobs']} | {r['wall']:.1f} | {r['setup']:.1f} | {r['preflight']:.1f} | {r['per_min']:.1f} | "
+                     f"{r['steady_per_min']:.1f} | {r['notebook_s']:.2f} | {r['total_s']:.2f} | {r['overhead_s']:.2f} | "
+                     f"{r['passed']}/{copies} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assignment", help="a course assignment (default: the tiny test assignment)")
@@ -68,6 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, help="seconds per cell (default: the course's)")
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--isolation", default="auto")
+    ap.add_argument("--markdown", metavar="OUT", help="also write the table (with machine and load) to OUT")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)
 
@@ -79,31 +138,34 @@ def main(argv=None) -> int:
         else:
             course, assignment = make_test_submissions(work, args.copies)
             subs = work / "subs"
+        load_before = load()
         print(f"assignment {assignment} ({course}), {args.copies} copies of a correct solution")
+        print(f"machine: {machine()}; load average (1/5/15 min) {load_before}", flush=True)
         rows = []
         for jobs in args.jobs:
-            out = work / f"out-j{jobs}"
             opts = Options(assignment=assignment, submissions=str(subs), course_dir=str(course),
-                           out_dir=str(out), jobs=jobs, timeout=args.timeout, memory_mb=args.memory,
-                           isolation=args.isolation, force=True, verbose=False)
-            t0 = time.monotonic()
-            summary = grade(opts)
-            wall = time.monotonic() - t0
-            results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
-            full = sum(1 for r in results if _all_tests_passed(r))
-            setup = summary.get("setup_seconds", 0.0)
-            per_min = 60 * args.copies / wall
-            steady = 60 * args.copies / max(wall - setup, 1e-9)
-            rows.append((jobs, wall, setup, per_min, steady, full))
-            print(f"--jobs {jobs}: {wall:6.1f} s wall ({setup:4.1f} s set-up, isolation {summary['isolation']}) "
-                  f"-> {per_min:5.1f} submissions/min ({steady:5.1f}/min without set-up); "
-                  f"{full}/{args.copies} passed every test")
-            if full != args.copies:
-                bad = [r for r in results if not _all_tests_passed(r)]
-                print(f"  not full marks: {bad[0]['student']}: {bad[0]['status']} {bad[0]['reason'][:300]}")
-        if len(rows) > 1:
-            print(f"speed-up --jobs {rows[-1][0]} vs --jobs {rows[0][0]}: {rows[-1][4] / rows[0][4]:.2f}x (without set-up)")
-        return 0 if all(r[5] == args.copies for r in rows) else 1
+                           out_dir=str(work / f"out-j{jobs}"), jobs=jobs, timeout=args.timeout,
+                           memory_mb=args.memory, isolation=args.isolation, force=True, verbose=False)
+            row = measure(opts, args.copies)
+            rows.append(row)
+            print(f"--jobs {jobs}: {row['wall']:.1f} s, isolation {row['isolation']}, worker medians "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in row["worker"].items()), flush=True)
+            if row["bad"]:
+                print(f"  not full marks: {row['bad']}")
+        load_after = load()
+        text = (f"Grading throughput, `{assignment}`, {args.copies} copies of the solution "
+                f"(`benchmarks/grading_throughput.py`).\n\n"
+                f"Machine: {machine()}. Load average (1/5/15 min) {load_before} before, {load_after} after.\n\n"
+                + table(rows, args.copies) + "\n\n"
+                "notebook's own s = the cells' execution time; grader total s = the supervisor's wall time for one "
+                "student; overhead s = the difference (medians over the copies). Set-up and preflight are paid "
+                "once per run.\n")
+        print()
+        print(text)
+        if args.markdown:
+            Path(args.markdown).write_text(text)
+            print(f"-> {args.markdown}")
+        return 0 if all(r["passed"] == args.copies for r in rows) else 1
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -10,7 +10,8 @@ import mflib
 from mflib import two_stage
 from mflib.models import _rowsolve
 from mflib.models._foldin import fold_in, summed_embedding
-from mflib.models.explicit_als import ExplicitALS, explicit_als_loss, ratings_matrix, solve_biased
+from mflib.models.explicit_als import (ExplicitALS, explicit_als_loss, fit_explicit_als, ratings_matrix,
+                                       solve_biased)
 from mflib.newusers import ndcg_for_vectors, new_user_split, popularity_vectors
 from mflib.retrieval import FaissIndex
 
@@ -193,6 +194,26 @@ def test_explicit_als_loss_decreases_monotonically_and_is_seeded():
     assert not np.array_equal(model.item_factors, other.item_factors)
     assert model.user_factors.dtype == np.float32 and model.item_bias.shape == (n_items,)
     assert model.item_bias[6] == 0 and np.all(model.item_factors[6] == 0), "an item without ratings stays 0"
+
+
+def test_fit_function_is_the_estimators_training_loop():
+    users, items, ratings, n_users, n_items, k = rating_problem(seed=6)
+    mu, user_bias, item_bias, user_factors, item_factors, history = fit_explicit_als(
+        users, items, ratings, n_users, n_items, k, 0.2, 3, 7)
+    model = ExplicitALS(factors=k, regularization=0.2, iterations=3, random_state=7).fit(
+        users, items, ratings, n_users=n_users, n_items=n_items)
+    assert mu == model.global_mean == pytest.approx(ratings.mean()) and history == model.loss_history_
+    for ours, theirs in ((user_bias, model.user_bias), (item_bias, model.item_bias),
+                         (user_factors, model.user_factors), (item_factors, model.item_factors)):
+        assert ours.dtype == np.float64
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    # the item step of the last iteration is the exact solve from the returned users
+    bias, factors = solve_biased(mu, user_bias, user_factors, ratings_matrix(items, users, ratings, n_items, n_users),
+                                 0.2)
+    np.testing.assert_allclose(item_bias, bias, rtol=1e-12)
+    np.testing.assert_allclose(item_factors, factors, rtol=1e-12)
+    with pytest.raises(ValueError, match="exceed"):
+        fit_explicit_als(users, items, ratings, n_users - 3, n_items)
 
 
 def test_explicit_als_api_predict_recommend_and_matrix_input():

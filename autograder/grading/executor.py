@@ -44,6 +44,7 @@ GUARD_KEY = "__autograder_guard__"
 
 # the kernel started by :func:`prestart_kernel`, adopted by the next SandboxedExecute.preprocess
 _prestarted: "SandboxKernelManager | None" = None
+_prestarted_at: float | None = None   # when it was launched (time.monotonic())
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -61,7 +62,8 @@ class SandboxKernelManager(AsyncKernelManager):
 def prestart_kernel(config, kernel_name: str, cwd: str) -> None:
     """Start the sandbox kernel now (the wrapper builds the sandbox and ipykernel boots in the background
     while nbgrader prepares the notebook); the next :meth:`SandboxedExecute.preprocess` adopts it."""
-    global _prestarted
+    global _prestarted, _prestarted_at
+    _prestarted_at = time.monotonic()
     km = SandboxKernelManager(kernel_name=kernel_name, config=config)
     run_sync(km.start_kernel)(cwd=cwd)
     _prestarted = km
@@ -123,18 +125,22 @@ class SandboxedExecute(Execute):
         self._cell_seconds = 0.0       # execution time of the cells (the notebook's own time)
         self._cells_run = 0
         self.kernel_name = self.sandbox_kernel
-        started = time.monotonic()
+        started = self._started = time.monotonic()
+        self._launched = None
+        self._kernel_wait_s = self._kernel_boot_s = None
         self._event("started", notebook_timeout=self.notebook_timeout, cell_timeout=self.timeout)
         adopted = None
         if km is None and _prestarted is not None:
             adopted, _prestarted = _prestarted, None
+            self._launched = _prestarted_at
         try:
             out = super().preprocess(nb, resources, km if adopted is None else adopted)
         finally:
             if adopted is not None and self.km is not None:
                 self._cleanup_kernel()  # nbclient leaves a kernel it did not start running
         self._event("finished", cells=self._cells_run, notebook_s=round(self._cell_seconds, 3),
-                    execute_s=round(time.monotonic() - started, 3), budget_hit=self._budget_hit)
+                    execute_s=round(time.monotonic() - started, 3), budget_hit=self._budget_hit,
+                    kernel_wait_s=_rounded(self._kernel_wait_s), kernel_boot_s=_rounded(self._kernel_boot_s))
         return out
 
     def create_kernel_manager(self):
@@ -144,6 +150,9 @@ class SandboxedExecute(Execute):
 
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
+        now = time.monotonic()
+        self._kernel_wait_s = now - self._started       # how long nbgrader waited for the kernel
+        self._kernel_boot_s = now - (self._launched or self._started)   # launch -> ready
         if self.guard:
             execute = kc.execute
 
@@ -309,6 +318,10 @@ class SandboxedExecute(Execute):
             outs.append(out)
             return out
         return None
+
+
+def _rounded(x):
+    return None if x is None else round(x, 3)
 
 
 def _size(content) -> int:

@@ -92,7 +92,7 @@ class Children:
                 _server_users += 1
         with self.start_lock:
             proc = self.mp.Process(target=child_main, name="autograder-worker",
-                                   args=(str(job_path), env, str(cwd), str(log), self.memory_bytes))
+                                   args=(str(job_path), env, str(cwd), str(log), self.memory_bytes, time.monotonic()))
             proc.start()
         if slot is not None:
             with self.lock:

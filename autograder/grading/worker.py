@@ -143,7 +143,8 @@ def grade(job: Job) -> Result:
 
     a, sid, nbname = job.assignment, job.student, job.notebook
     root = Path(job.root)
-    clock = _Clock()
+    clock = _Clock(_spawned_at)
+    clock.lap("worker_start_s")   # fork server -> here (0 when run by hand)
     cfg = nbgrader_config(job)
     prestart_kernel(cfg, KERNEL_NAME, str(root))  # boots while nbgrader prepares the notebook
     clock.lap("kernel_launch_s")
@@ -198,8 +199,8 @@ def grade(job: Job) -> Result:
 class _Clock:
     """Wall-clock laps of the worker, in seconds: ``laps[name]`` = time since the previous lap."""
 
-    def __init__(self):
-        self.last = time.monotonic()
+    def __init__(self, start: float | None = None):
+        self.last = time.monotonic() if start is None else start
         self.laps: dict[str, float] = {}
 
     def lap(self, name: str) -> None:
@@ -235,9 +236,15 @@ def write_job(path: Path, job: PrepareJob | Job) -> None:
     Path(path).write_text(json.dumps(data))
 
 
-def child_main(job_path: str, env: dict, cwd: str, log_path: str, memory_bytes: int):
+_spawned_at: float | None = None   # time.monotonic() when the supervisor asked for this worker
+
+
+def child_main(job_path: str, env: dict, cwd: str, log_path: str, memory_bytes: int, spawned_at: float | None = None):
     """Entry point of a worker forked from the fork server: own process group, stdout/stderr to
-    ``log_path``, rlimits, a clean environment; never returns."""
+    ``log_path``, rlimits, a clean environment; never returns.  ``spawned_at`` (the supervisor's
+    ``time.monotonic()``, the same clock here) times the worker's start-up."""
+    global _spawned_at
+    _spawned_at = spawned_at
     os.setsid()  # own process group: the parent can kill it and everything it started
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)

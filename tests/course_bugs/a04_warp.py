@@ -64,7 +64,8 @@ BUGS = [
     {"name": "max_sampled hacked down to 1 to train faster",
      "cell": "fit_warp",
      "replace": [("iterations=10, max_sampled=10,", "iterations=10, max_sampled=1,")],
-     "feedback": "0.28 required"},
+     # NDCG@10 about 0.25, at the visible min_ndcg=0.25: the visible check or the hidden 0.28 one fails
+     "feedback": "required (popularity gets"},
     {"name": "fit_warp ignores max_norm (never passes it to warp_step)",
      "cell": "fit_warp",
      "replace": [("learning_rate, regularization, max_norm, accumulators)",

@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from autograder.grading.options import Options, load_course_config  # noqa: E402
-from autograder.grading.supervisor import grade  # noqa: E402
+from autograder.grading.options import load_course_config  # noqa: E402
 
 
 def make_test_submissions(work: Path, copies: int) -> tuple[Path, str]:
@@ -86,17 +86,21 @@ def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(opts: Options, copies: int) -> dict:
-    """One grading run of ``opts``; the row of the table."""
+def measure(argv: list, out: Path, jobs: int, copies: int) -> dict:
+    """One grading run through the real command line (``python -m autograder grade ARGV --out OUT --jobs
+    JOBS``, as an instructor runs it); the row of the table."""
     t0 = time.monotonic()
-    summary = grade(opts)
+    run = subprocess.run([sys.executable, "-m", "autograder", "grade", *map(str, argv), "--out", str(out),
+                          "--jobs", str(jobs), "--force", "--json", "-q"], capture_output=True, text=True, cwd=REPO)
     wall = time.monotonic() - t0
-    out = Path(opts.out_dir)
+    if run.returncode not in (0, 1):
+        raise SystemExit(f"the grading run failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    summary = json.loads(run.stdout)
     results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
     timing = [r["details"]["timing"] for r in results]
     one_off = summary.get("setup_seconds", 0.0) + (summary.get("preflight") or {}).get("seconds", 0.0)
     med = lambda key: statistics.median(t[key] for t in timing)  # noqa: E731
-    return {"jobs": opts.jobs, "wall": wall, "setup": summary.get("setup_seconds", 0.0),
+    return {"jobs": jobs, "wall": wall, "setup": summary.get("setup_seconds", 0.0),
             "preflight": (summary.get("preflight") or {}).get("seconds", 0.0),
             "per_min": 60 * copies / wall, "steady_per_min": 60 * copies / max(wall - one_off, 1e-9),
             "notebook_s": med("notebook_s"), "total_s": med("total_s"), "overhead_s": med("overhead_s"),
@@ -142,11 +146,11 @@ def main(argv=None) -> int:
         print(f"assignment {assignment} ({course}), {args.copies} copies of a correct solution")
         print(f"machine: {machine()}; load average (1/5/15 min) {load_before}", flush=True)
         rows = []
+        argv = [assignment, subs, "--course-dir", course, "--memory", args.memory, "--isolation", args.isolation]
+        if args.timeout:
+            argv += ["--timeout", args.timeout]
         for jobs in args.jobs:
-            opts = Options(assignment=assignment, submissions=str(subs), course_dir=str(course),
-                           out_dir=str(work / f"out-j{jobs}"), jobs=jobs, timeout=args.timeout,
-                           memory_mb=args.memory, isolation=args.isolation, force=True, verbose=False)
-            row = measure(opts, args.copies)
+            row = measure(argv, work / f"out-j{jobs}", jobs, args.copies)
             rows.append(row)
             print(f"--jobs {jobs}: {row['wall']:.1f} s, isolation {row['isolation']}, worker medians "
                   + ", ".join(f"{k} {v:.2f}" for k, v in row["worker"].items()), flush=True)

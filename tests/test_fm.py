@@ -180,6 +180,17 @@ class OptimizerSpy:
         return [rows for n, rows, _ in self.calls if n == ndim]
 
 
+class CallRecorder:
+    """Wraps a function and keeps the positional arguments of every call in ``.calls``."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        return self.function(*args)
+
+
 def test_adam_update_rows_is_adam_update_on_the_listed_rows():
     rng = np.random.default_rng(0)
     param, m = rng.normal(size=(2, 30, 5)).astype(np.float32)
@@ -278,14 +289,15 @@ def test_a_step_only_updates_the_rows_the_batch_touches(monkeypatch):
     y = rng.uniform(1, 5, n_rows)
     spy = OptimizerSpy()
     monkeypatch.setattr(_fm_train, "adam_update_rows", spy)
-    monkeypatch.setattr(_fm_train, "compact_batch", recorded := _Recorder(compact_batch))
+    recorder = CallRecorder(compact_batch)
+    monkeypatch.setattr(_fm_train, "compact_batch", recorder)
     fm = FactorizationMachine(factors=2, iterations=1, batch_size=batch_size, random_state=0).fit(X, y)
-    batches = recorded.results
+    batches = [batch_rows for batch_rows, _ in recorder.calls]
     assert len(batches) == n_rows // batch_size
     factor_calls, linear_calls = spy.rows(2), spy.rows(1)
     assert len(factor_calls) == len(linear_calls) == len(batches)
     for batch, factor_rows, linear_rows in zip(batches, factor_calls, linear_calls):
-        features = np.unique(batch.args[0].indices)
+        features = np.unique(batch.indices)
         np.testing.assert_array_equal(factor_rows, features)
         np.testing.assert_array_equal(linear_rows, features)
         assert len(features) <= 3 * batch_size
@@ -294,21 +306,6 @@ def test_a_step_only_updates_the_rows_the_batch_touches(monkeypatch):
     assert np.all(fm.weights[never] == 0)
     initial = np.random.default_rng(0).standard_normal((n_features, 2), dtype=np.float32) * np.float32(0.1)
     np.testing.assert_array_equal(fm.feature_factors[never[:1000]], initial[never[:1000]])
-
-
-class _Recorder:
-    """Wraps a function; keeps the arguments of every call (as ``.results[i].args``)."""
-
-    class Call:
-        def __init__(self, args):
-            self.args = args
-
-    def __init__(self, function):
-        self.function, self.results = function, []
-
-    def __call__(self, *args):
-        self.results.append(self.Call(args))
-        return self.function(*args)
 
 
 def test_the_model_does_not_depend_on_the_number_of_threads(monkeypatch):

@@ -140,7 +140,7 @@ def test_two_concurrent_runs_both_grade_correctly(two_runs):
 def test_two_concurrent_runs_have_their_own_users_cgroups_and_folders_and_leave_nothing(two_runs):
     a, b = two_runs["runs"]["A"], two_runs["runs"]["B"]
     assert a["run_id"] != b["run_id"]
-    assert len(a["sandbox_users"]) == len(b["sandbox_users"]) == 2
+    assert len(a["sandbox_users"]) == len(b["sandbox_users"]) == 4   # two per job slot
     assert not set(a["sandbox_users"]) & set(b["sandbox_users"]), (a["sandbox_users"], b["sandbox_users"])
     assert all(u.startswith(USER_PREFIX) for u in a["sandbox_users"] + b["sandbox_users"])
     assert two_runs["leftovers"] == {"pids": [], "cgroups": [], "work": []}

@@ -55,7 +55,7 @@ class Boxes:
                                  "it can read and write everything you can (no sandbox user, no namespaces). "
                                  "Run as root for isolation.")
         else:
-            self.users = reserve_users(o.user_prefix, max(1, o.jobs))
+            self.users = reserve_users(o.user_prefix, 2 * max(1, o.jobs))  # two per slot: see user()
             candidates = ["namespace", "user"] if o.isolation == "auto" else [o.isolation]
             self.isolation = None
             problems = []
@@ -121,9 +121,10 @@ class Boxes:
             return False, "network still reachable"
         return True, ""
 
-    def user(self, slot: int):
-        """The sandbox user of job slot ``slot`` (None without isolation)."""
-        return self.users[slot] if self.users and self.isolation != "none" else None
+    def user(self, slot: int, parity: int = 0):
+        """Sandbox user ``parity`` (0 or 1) of job slot ``slot`` (None without isolation).  A slot has two,
+        used in turn, so the next student's kernel can start while the last one's is being killed."""
+        return self.users[2 * slot + parity] if self.users and self.isolation != "none" else None
 
     # -- one kernel's box -----------------------------------------------------------------------
     def make_box(self, user, tag: str, mode: str) -> dict:

@@ -56,12 +56,12 @@ def worker_env(private: Path) -> dict:
 
 
 class Children:
-    """The workers of one grading run (thread-safe: one worker per slot at a time)."""
+    """The workers of one grading run (thread-safe)."""
 
     def __init__(self, memory_mb: int, stop: threading.Event):
         self.memory_bytes = memory_mb * 2**20
         self.stop = stop                        # set: every waiting run() returns "interrupted"
-        self.active: dict[int, multiprocessing.Process] = {}
+        self.active: dict[int, multiprocessing.Process] = {}   # id(process) -> process
         self.lock = threading.Lock()
         self.start_lock = threading.Lock()
         self.mp = multiprocessing.get_context("forkserver")
@@ -80,10 +80,9 @@ class Children:
             if _server_users == 0:
                 stop_forkserver()
 
-    def run(self, job_path: Path, private: Path, cwd: Path, budget: float, log: Path,
-            slot: int | None = None) -> tuple[int | None, str | None]:
-        """Run the worker on ``job_path`` in ``cwd`` (stdout/stderr to ``log``); returns (exit code, why)
-        where why is None, ``"budget"`` (killed after ``budget`` s) or ``"interrupted"``."""
+    def start(self, job_path: Path, private: Path, cwd: Path, log: Path) -> multiprocessing.Process:
+        """Start a worker on ``job_path`` in ``cwd`` (stdout/stderr to ``log``) and return it; it counts as
+        running (:meth:`kill_all`) until :meth:`wait` or :meth:`discard` is done with it."""
         global _server_users
         env = worker_env(private)
         with _servers_lock:
@@ -94,27 +93,39 @@ class Children:
             proc = self.mp.Process(target=child_main, name="autograder-worker",
                                    args=(str(job_path), env, str(cwd), str(log), self.memory_bytes, time.monotonic()))
             proc.start()
-        if slot is not None:
-            with self.lock:
-                self.active[slot] = proc
+        with self.lock:
+            self.active[id(proc)] = proc
+        return proc
+
+    def wait(self, proc: multiprocessing.Process, budget: float) -> tuple[int | None, str | None]:
+        """Wait for ``proc`` at most ``budget`` s from now; returns (exit code, why) where why is None,
+        ``"budget"`` (killed after ``budget`` s) or ``"interrupted"`` (the run was stopped)."""
         started, why = time.monotonic(), None
         try:
             while proc.is_alive():
-                if self.stop.wait(0.1):
+                proc.join(0.1)   # returns as soon as the worker exits
+                if self.stop.is_set():
                     why = "interrupted"
                     break
                 if time.monotonic() - started > budget:
                     why = "budget"
                     break
         finally:
-            if proc.is_alive():
-                killpg(proc.pid)
-                proc.kill()
-            proc.join()
-            if slot is not None:
-                with self.lock:
-                    self.active.pop(slot, None)
+            self.discard(proc)
         return proc.exitcode, why
+
+    def discard(self, proc: multiprocessing.Process) -> None:
+        """Kill ``proc`` and everything in its process group if it still runs, and forget it."""
+        if proc.is_alive():
+            killpg(proc.pid)
+            proc.kill()
+        proc.join()
+        with self.lock:
+            self.active.pop(id(proc), None)
+
+    def run(self, job_path: Path, private: Path, cwd: Path, budget: float, log: Path) -> tuple[int | None, str | None]:
+        """:meth:`start` then :meth:`wait` (the template's worker)."""
+        return self.wait(self.start(job_path, private, cwd, log), budget)
 
     def kill_all(self) -> None:
         """SIGKILL the process group of every running worker."""

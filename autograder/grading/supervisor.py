@@ -30,6 +30,7 @@ import os
 import queue
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,7 +57,7 @@ from .progress import Progress, progress_enabled  # noqa: E402
 from .render import fmt_score, simple_feedback  # noqa: E402
 from .runs import OutputBusy, OutputLock, cgroup_prefix, new_run_id  # noqa: E402
 from .scan import scan  # noqa: E402
-from .student import run_student  # noqa: E402
+from .student import Standby, discard, prepare, run_student  # noqa: E402
 from .template import Template, build_template, load_assignment  # noqa: E402
 from .types import Result  # noqa: E402
 
@@ -91,6 +92,9 @@ class Grader:
         self.lock = threading.Lock()
         self.seq = 0                          # numbers each student's private folders
         self.runtime: Runtime | None = None
+        self.standbys: dict[int, Standby] = {}   # slot -> sandbox + worker + kernel ready for its next student
+        self.next_parity: dict[int, int] = {}    # slot -> which of its two sandbox users the next standby uses
+        self.unstarted = 0                       # submissions of this run not yet taken by a job slot
         self.deadlines = deadlines.from_options(self.opts.deadline, self.opts.hard_deadline, self.opts.late_policy,
                                                 self.opts.timezone)
 
@@ -146,11 +150,47 @@ class Grader:
             return r, simple_feedback(sub.student, self.opts.assignment, r)
         forbidden = [dataclasses.asdict(f) for f in findings if f.kind == "forbidden_import"]
         with self.lock:
+            standby = self.standbys.pop(slot, None)
+        if standby is None:  # the slot's first student, or nobody prepared one: prepare it now
+            standby = self._prepare(slot)
+        return run_student(self.opts, self.assignment, self.runtime, self.children, nb, slot, standby.seq,
+                           self.result_base(sub, key), functools.partial(self.zero_result, sub, key),
+                           notes, forbidden, standby=standby,
+                           on_handover=functools.partial(self.prepare_standby, slot))
+
+    # -- standbys: the next student's sandbox and kernel start while this one runs ---------------
+    def _prepare(self, slot: int) -> Standby:
+        with self.lock:
             self.seq += 1
             seq = self.seq
-        return run_student(self.opts, self.assignment, self.runtime, self.children, nb, slot, seq,
-                           self.result_base(sub, key), functools.partial(self.zero_result, sub, key),
-                           notes, forbidden)
+            parity = self.next_parity.get(slot, 0)
+            self.next_parity[slot] = 1 - parity
+        return prepare(self.opts, self.assignment, self.runtime, self.children, slot, seq, parity)
+
+    def prepare_standby(self, slot: int) -> None:
+        """Prepare job slot ``slot``'s next standby (:func:`.student.prepare`) if a submission is still
+        waiting for one.  A standby that cannot be made is only logged: the student who would have used
+        it prepares their own (and gets any error that persists)."""
+        with self.lock:
+            if self.stop.is_set() or slot in self.standbys or self.unstarted <= len(self.standbys):
+                return
+        try:
+            standby = self._prepare(slot)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:
+            self.log(f"WARNING: could not prepare the next sandbox of job slot {slot} in advance: {e}")
+            return
+        with self.lock:
+            if not self.stop.is_set() and slot not in self.standbys:
+                self.standbys[slot], standby = standby, None
+        if standby is not None:
+            discard(self.opts, self.children, standby)
+
+    def discard_standbys(self) -> None:
+        """Stop every standby (end of the run, Ctrl-C, an error)."""
+        with self.lock:
+            standbys, self.standbys = list(self.standbys.values()), {}
+        for standby in standbys:
+            discard(self.opts, self.children, standby)
 
     # -- the run --------------------------------------------------------------------------------
     def setup_runtime(self) -> None:
@@ -184,7 +224,9 @@ class Grader:
             report.prepare_output(self.out, private=True)
 
     def teardown(self) -> None:
-        """Remove the work folder (unless --keep-work), free the sandbox users, stop the fork server."""
+        """Stop the standbys, remove the work folder (unless --keep-work), free the sandbox users, stop the
+        fork server."""
+        self.discard_standbys()
         if self.runtime is not None:
             if not self.opts.keep_work:
                 shutil.rmtree(self.runtime.base, ignore_errors=True)
@@ -193,6 +235,8 @@ class Grader:
 
     def _task(self, sub: Submission, slots: queue.Queue) -> Result | None:
         slot = slots.get()
+        with self.lock:
+            self.unstarted -= 1
         try:
             if self.stop.is_set():
                 return None
@@ -268,6 +312,7 @@ class Grader:
                 self.teardown()
                 raise
             setup_seconds = time.monotonic() - t_setup
+        self.unstarted = len(todo)   # the preflight's handover then prepares slot 0's standby for them
         preflight = self.preflight() if self.runtime else {"status": "not needed"}
         isolation = self.runtime.boxes.isolation if self.runtime else None
         self.log(f"{len(subs)} submission(s): {len(todo)} to grade, {len(skipped)} already graded "

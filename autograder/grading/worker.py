@@ -17,6 +17,7 @@ verdict back to the gradebook (so the feedback shows the same numbers) and rende
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -69,6 +70,8 @@ def nbgrader_config(job: PrepareJob | Job):
             cfg[section].kernel_name = KERNEL_NAME
             cfg[section].shutdown_kernel = "immediate"  # the sandbox is torn down right after anyway
         cfg.SandboxedExecute.notebook_timeout = int(job.notebook_timeout)
+        if "exporter_class" not in cfg.GenerateFeedback:  # nbgrader's page; templates compiled once (warmup)
+            cfg.GenerateFeedback.exporter_class = "autograder.grading.warmup.CachedHTMLExporter"
         cfg.SandboxedExecute.sandbox_kernel = KERNEL_NAME
         cfg.SandboxedExecute.events_file = job.events_file
         cfg.SandboxedExecute.output_limit = int(job.output_limit)
@@ -134,8 +137,9 @@ def _oom_count(memory_dir) -> int:
     return 0
 
 
-def grade(job: Job) -> Result:
-    """Autograde one student (see the module docstring); writes the feedback page to ``job.feedback``."""
+def grade(job: Job, cfg=None, clock: "_Clock | None" = None) -> Result:
+    """Autograde one student (see the module docstring); writes the feedback page to ``job.feedback``.
+    With ``cfg`` the kernel was started already (a standby worker, :func:`run_standby`)."""
     from nbgrader.api import Gradebook
     import nbformat
 
@@ -143,11 +147,12 @@ def grade(job: Job) -> Result:
 
     a, sid, nbname = job.assignment, job.student, job.notebook
     root = Path(job.root)
-    clock = _Clock(_spawned_at)
-    clock.lap("worker_start_s")   # fork server -> here (0 when run by hand)
-    cfg = nbgrader_config(job)
-    prestart_kernel(cfg, KERNEL_NAME, str(root))  # boots while nbgrader prepares the notebook
-    clock.lap("kernel_launch_s")
+    clock = clock or _Clock(_spawned_at)
+    if cfg is None:
+        clock.lap("worker_start_s")   # fork server -> here (0 when run by hand)
+        cfg = nbgrader_config(job)
+        prestart_kernel(cfg, KERNEL_NAME, str(root))  # boots while nbgrader prepares the notebook
+        clock.lap("kernel_launch_s")
     api = _api(job, cfg)
     try:
         r = api.autograde(a, sid, force=True, create=True)
@@ -219,9 +224,15 @@ def run_job(job_path: str) -> int:
         atomic_write(Path(job.result), out.to_json())
         return 0 if out.success else 1
     job = Job(**data)
+    if kind == "standby":
+        return run_standby(job, Path(job_path).with_name("job.json"))
+    return _grade_and_answer(job)
+
+
+def _grade_and_answer(job: Job, cfg=None, clock=None) -> int:
     result = Result(reason="the grading worker failed")
     try:
-        result = grade(job)
+        result = grade(job, cfg, clock)
     except Exception:  # noqa: BLE001 - fails closed: status error (all 0) with the traceback in the result
         result.reason = "internal grading error: " + traceback.format_exc().strip().splitlines()[-1][:300]
         result.details = {"traceback": traceback.format_exc()[-5000:]}
@@ -229,10 +240,38 @@ def run_job(job_path: str) -> int:
     return 0
 
 
-def write_job(path: Path, job: PrepareJob | Job) -> None:
-    """Write ``job`` for :func:`run_job` (JSON with a ``kind`` key)."""
+# the fields of the standby job that the student's job may change (everything else is the sandbox's)
+HANDOVER_FIELDS = ("student", "notes", "forbidden")
+
+
+def run_standby(standby: Job, job_file: Path, poll: float = 0.01) -> int:
+    """A standby worker (:func:`autograder.grading.student.prepare`): start the kernel now, wait for the
+    student's job in ``job_file`` (written by the supervisor), then grade it.  Leaves (killing the
+    kernel) if the supervisor goes away before."""
+    from .executor import discard_prestarted_kernel, prestart_kernel
+
+    cfg = nbgrader_config(standby)
+    prestart_kernel(cfg, KERNEL_NAME, standby.root)
+    parent = os.getppid()
+    while not job_file.exists():
+        if os.getppid() != parent:   # the fork server -- so the grading run -- is gone
+            discard_prestarted_kernel()
+            return 1
+        time.sleep(poll)
+    clock = _Clock()
+    job = Job.from_json(job_file.read_text())
+    changed = [f for f in dataclasses.fields(Job) if f.name not in HANDOVER_FIELDS
+               and getattr(job, f.name) != getattr(standby, f.name)]
+    if changed:
+        discard_prestarted_kernel()
+        raise ValueError(f"the student's job changes the standby's {[f.name for f in changed]}")
+    return _grade_and_answer(job, cfg, clock)
+
+
+def write_job(path: Path, job: PrepareJob | Job, kind: str | None = None) -> None:
+    """Write ``job`` for :func:`run_job` (JSON with a ``kind`` key: prepare, grade or standby)."""
     data = json.loads(job.to_json())
-    data["kind"] = "prepare" if isinstance(job, PrepareJob) else "grade"
+    data["kind"] = kind or ("prepare" if isinstance(job, PrepareJob) else "grade")
     Path(path).write_text(json.dumps(data))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import html.parser
+import inspect
 import json
 import re
 import shutil
@@ -492,12 +493,13 @@ def test_codec_round_trip_and_digest():
     rng = np.random.default_rng(0)
     value = {"a": np.arange(6.0).reshape(2, 3), "b": [1, 2.5, float("nan"), None, "x"], 3: (True, np.float32(2)),
              "s": sp.random(4, 5, density=0.5, random_state=1, format="csr"), "g": np.random.default_rng(5),
-             "t": np.dtype("float32")}
+             "t": np.dtype("float32"), "n": inspect.ArgInfo(["a"], None, None, {"a": 1})}
     tree = json.loads(json.dumps(codec.encode(value, store)))
     back = codec.decode(tree, store.arrays)
     assert np.array_equal(back["a"], value["a"]) and back[3] == (True, np.float32(2))
     assert back["b"][:2] == [1, 2.5] and np.isnan(back["b"][2]) and back["b"][3:] == [None, "x"]
-    assert (back["s"] != value["s"]).nnz == 0 and back["t"] == np.float32
+    assert (back["s"] != value["s"]).nnz == 0 and back["t"] == np.float32 and back["n"] == value["n"]
+    assert type(back["n"]) is inspect.ArgInfo
     assert back["g"].random() == np.random.default_rng(5).random()
     assert codec.digest(value["a"]) == codec.digest(value["a"].copy())
     assert codec.digest(value["a"]) != codec.digest(value["a"].astype(np.float32))

@@ -168,6 +168,8 @@ def encode(obj, store, refs: dict | None = None, canonical: bool = False, _depth
         return {"__npscalar__": store.put(np.asarray(obj))}
     if isinstance(obj, tuple) and type(obj) is tuple:
         return {"__tuple__": [encode(v, store, refs, canonical, d) for v in obj]}
+    if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):  # a namedtuple
+        return {"__namedtuple__": _checked_path(type(obj)), "values": [encode(v, store, refs, canonical, d) for v in obj]}
     if type(obj) is list:
         return {"__list__": [encode(v, store, refs, canonical, d) for v in obj]}
     if type(obj) is dict:
@@ -269,6 +271,8 @@ def decode(tree, arrays, refs: dict | None = None, classes=None):
             return np.asarray(arrays[t["__npscalar__"]])[()]
         if "__tuple__" in t:
             return tuple(dec(v) for v in t["__tuple__"])
+        if "__namedtuple__" in t:
+            return _importable(t["__namedtuple__"])(*(dec(v) for v in t["values"]))
         if "__list__" in t:
             return [dec(v) for v in t["__list__"]]
         if "__dict__" in t:
@@ -338,10 +342,11 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def call_key(function: str, arguments: dict) -> str:
+def call_key(function: str, arguments: dict, digests: dict | None = None) -> str:
     """The key of one call: ``function`` (``"module:qualname"``) and its bound ``arguments``
-    (``inspect.BoundArguments.arguments``, defaults not applied)."""
-    body = {name: digest(value) for name, value in arguments.items()}
+    (``inspect.BoundArguments.arguments``, defaults not applied); ``digests`` = their :func:`digest`
+    if already known."""
+    body = digests if digests is not None else {name: digest(value) for name, value in arguments.items()}
     return hashlib.sha256(json.dumps([function, body], sort_keys=True).encode()).hexdigest()
 
 

@@ -80,8 +80,8 @@ def _record_call(fn, sig, key_name: str, args, kwargs):
         return _passthrough(fn, args, kwargs)
     arguments = dict(bound.arguments)
     try:
-        key = codec.call_key(key_name, arguments)
         before = {name: codec.digest(value) for name, value in arguments.items()}
+        key = codec.call_key(key_name, arguments, before)
     except codec.Unrecordable as why:
         _notes["unrecordable"].setdefault(key_name, f"an argument is not data: {why}")
         return _passthrough(fn, args, kwargs)

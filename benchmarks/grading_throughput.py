@@ -105,9 +105,22 @@ def measure(argv: list, out: Path, jobs: int, copies: int) -> dict:
             "per_min": 60 * copies / wall, "steady_per_min": 60 * copies / max(wall - one_off, 1e-9),
             "notebook_s": med("notebook_s"), "total_s": med("total_s"), "overhead_s": med("overhead_s"),
             "worker": {k: statistics.median(t["worker"].get(k, 0.0) for t in timing) for k in timing[0]["worker"]},
+            "kernel_wait_s": statistics.median((r["details"].get("execution") or {}).get("kernel_wait_s") or 0.0
+                                               for r in results),
             "passed": sum(1 for r in results if _all_tests_passed(r)), "isolation": summary["isolation"],
             "bad": next((f"{r['student']}: {r['status']} {r['reason'][:300]}" for r in results
                          if not _all_tests_passed(r)), None)}
+
+
+def breakdown(rows: list[dict]) -> str:
+    """Where the overhead goes: the worker's laps (medians) and how long nbgrader waited for the kernel."""
+    keys = sorted({k for r in rows for k in r["worker"]})
+    lines = ["| `--jobs` | " + " | ".join(keys) + " | of which waiting for the kernel |",
+             "|---" * (len(keys) + 2) + "|"]
+    for r in rows:
+        lines.append(f"| {r['jobs']} | " + " | ".join(f"{r['worker'].get(k, 0.0):.2f}" for k in keys)
+                     + f" | {r['kernel_wait_s']:.2f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], copies: int) -> str:
@@ -163,7 +176,8 @@ def main(argv=None) -> int:
                 + table(rows, args.copies) + "\n\n"
                 "notebook's own s = the cells' execution time; grader total s = the supervisor's wall time for one "
                 "student; overhead s = the difference (medians over the copies). Set-up and preflight are paid "
-                "once per run.\n")
+                "once per run.\n\nThe worker's laps (seconds, medians; autograde_s includes the notebook's own "
+                "time):\n\n" + breakdown(rows) + "\n")
         print()
         print(text)
         if args.markdown:

@@ -251,3 +251,43 @@ def test_preflight_explains_a_virtualenv_that_imports_another_copy_of_the_course
             f"points at {REPO}, not this course's copy at {copy}") in message, r.stderr
     assert "No module named 'autograder'" in r.stderr  # from the kernel log
     _no_student_graded(tmp_path / "out")
+
+
+# --- without the sandbox ----------------------------------------------------------------------------
+
+def test_an_output_folder_is_locked_by_one_run_at_a_time(tmp_path):
+    from autograder.grading.runs import OutputBusy
+
+    first = OutputLock(tmp_path / "out", "run-1")
+    first.acquire()
+    try:
+        with pytest.raises(OutputBusy, match=rf"another grading run \(pid {os.getpid()}, run run-1\) is writing"):
+            OutputLock(tmp_path / "out" / ".." / "out", "run-2").acquire()   # the same folder, spelled otherwise
+        OutputLock(tmp_path / "other", "run-2").acquire()                  # another folder: fine
+    finally:
+        first.release()
+    with OutputLock(tmp_path / "out", "run-3"):
+        pass
+
+
+def test_cached_feedback_templates_render_the_same_page():
+    """The fork server's Jinja bytecode cache (autograder.grading.warmup) changes how fast nbgrader's feedback
+    template loads, not what it renders."""
+    from nbconvert.exporters import HTMLExporter
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+
+    from autograder.grading import warmup
+
+    nb = student_notebook()
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.metadata["nbgrader"].update(score=1.0)
+    resources = {"nbgrader": {"notebook": "ps1", "score": 4.0, "max_score": 5.0, "late_penalty": 0}}
+    pages = []
+    for exporter_class in (warmup.CachedHTMLExporter, HTMLExporter, warmup.CachedHTMLExporter):
+        exporter = exporter_class(config=warmup.feedback_template_config())
+        exporter.register_preprocessor(CSSHTMLHeaderPreprocessor, enabled=True)
+        pages.append(exporter.from_notebook_node(nb, resources={k: dict(v) for k, v in resources.items()})[0])
+    assert pages[0] == pages[1] == pages[2] and "Score: 4.0 / 5.0" in pages[0]
+    assert warmup.TEMPLATE_BYTECODE.store   # filled (by the import's warm-up and these renders)

@@ -1,9 +1,12 @@
 """Worker processes of a grading run, forked from a multiprocessing fork server.
 
-The fork server imports nbgrader & co. once (:data:`autograder.grading.worker.PRELOAD`), so a worker
-starts in milliseconds.  :meth:`Children.run` starts one worker on a job file, in its own process
-group with a clean environment rooted in a private folder, and waits for it under a wall-clock budget;
-:meth:`Children.kill_all` stops every running worker (Ctrl-C, SIGTERM).
+The fork server imports nbgrader & co. once and warms their caches (:data:`autograder.grading.worker.PRELOAD`,
+:mod:`autograder.grading.warmup`), so a worker starts in milliseconds.  :meth:`Children.start` starts one
+worker on a job file, in its own process group with a clean environment rooted in a private folder;
+:meth:`Children.wait` waits for it under a wall-clock budget (a standby worker is started early and waited
+for once its student is handed over, see :mod:`autograder.grading.student`); :meth:`Children.kill_all`
+stops every running worker (Ctrl-C, SIGTERM).  The fork server is this process's own: two grading runs
+never share one, and two runs in one process stop it only when the last is done (:meth:`Children.close`).
 """
 from __future__ import annotations
 

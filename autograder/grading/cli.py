@@ -12,9 +12,8 @@ import json
 import sys
 
 from .deadlines import from_options
-from .options import Options
+from .options import DEFAULT_NOTEBOOK_TIMEOUT, Options
 from .shard import parse_spec
-from .options import DEFAULT_NOTEBOOK_TIMEOUT
 from .supervisor import OutputBusy, PreflightFailed, grade
 from .types import STATUSES
 
@@ -90,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run ``python -m autograder grade ...``; returns the exit status (1 if a student got ``error``)."""
+    """Run ``python -m autograder grade ...``; returns the exit status: 0, 1 if a student got ``error``, 2 on
+    usage errors or when another run writes the same output folder, 3 if the preflight failed."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in TERM_COMMANDS:
         return importlib.import_module(TERM_COMMANDS[argv[0]][0]).main(argv[1:])

@@ -121,7 +121,7 @@ class TrustedFinder(importlib.abc.MetaPathFinder):
                     else:
                         find = getattr(finder, "find_spec", None)
                         spec = find(fullname, None, target) if find is not None else None
-                except Exception:  # noqa: BLE001
+                except (ImportError, ValueError, OSError):  # this finder cannot say: ask the next one
                     spec = None
                 if spec is not None:
                     return spec
@@ -372,7 +372,7 @@ def install(cfg: dict):
     for name in cfg.get("preload", []):
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a missing optional module is not our problem here
+        except ImportError:  # not installed: nothing of it to snapshot
             pass
     _snapshot_new_modules()
 

@@ -183,9 +183,10 @@ def wrap_main(argv: list[str]) -> int:
         try:
             _init_main(cfg, argv_k, parent_pid, w)
         except BaseException as e:  # noqa: BLE001 - report and die, never run unsandboxed
-            with contextlib.suppress(Exception):
+            try:  # the report is best effort; whatever it raises, this process ends here
                 os.write(w, f"{type(e).__name__}: {e}".encode()[:2000])
-            os._exit(126)
+            finally:
+                os._exit(126)
         os._exit(126)
     os.close(w)
     _forward_signals_to(pid)
@@ -240,10 +241,11 @@ def _init_main(cfg, argv_k, parent_pid, report_fd):
     if kernel == 0:
         try:
             _exec_kernel(cfg, argv_k, report_fd)
-        except BaseException as e:  # noqa: BLE001
-            with contextlib.suppress(Exception):
+        except BaseException as e:  # noqa: BLE001 - report and die, never run unsandboxed
+            try:  # the report is best effort; whatever it raises, this process ends here
                 os.write(report_fd, f"{type(e).__name__}: {e}".encode()[:2000])
-            os._exit(126)
+            finally:
+                os._exit(126)
     os.close(report_fd)
     _forward_signals_to(kernel)
     # reap everything (we are PID 1 of the namespace); leave when the kernel is gone, which makes

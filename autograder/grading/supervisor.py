@@ -246,7 +246,7 @@ class Grader:
                 _record_timing(result, time.monotonic() - started)
             except KeyboardInterrupt:
                 return None
-            except Exception:  # noqa: BLE001 - one student's problem never stops the run
+            except Exception:  # noqa: BLE001 - fails closed: that student gets status error; the run goes on
                 result = self.zero_result(sub, self.key_for(sub), "error", "internal grading error: "
                                           + traceback.format_exc().strip().splitlines()[-1][:300])
                 result.details = {"traceback": traceback.format_exc()[-5000:]}

@@ -20,7 +20,8 @@ STATUSES = {
     "graded": "ran to the end (reason lists the failed tests)",
     "output_limit": "graded, but the output was truncated at --output-limit",
     "timeout": "a cell ran longer than --timeout (interrupted; if it could not be\n"
-               "interrupted the kernel was killed and later cells score 0)",
+               "interrupted the kernel was killed and later cells score 0), or the\n"
+               "notebook ran out of --notebook-timeout (later cells not run)",
     "memory_limit": "MemoryError or killed by the memory limit (--memory)",
     "crashed": "the kernel died (os._exit, segfault, killed itself); later cells score 0",
     "forbidden_import": "a forbidden library/reference model was imported; tests from that cell on score 0",

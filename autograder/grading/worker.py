@@ -141,7 +141,6 @@ def grade(job: Job, cfg=None, clock: "_Clock | None" = None) -> Result:
     """Autograde one student (see the module docstring); writes the feedback page to ``job.feedback``.
     With ``cfg`` the kernel was started already (a standby worker, :func:`run_standby`)."""
     from nbgrader.api import Gradebook
-    import nbformat
 
     from .executor import discard_prestarted_kernel, prestart_kernel
 
@@ -197,7 +196,8 @@ def grade(job: Job, cfg=None, clock: "_Clock | None" = None) -> Result:
         Path(job.feedback).write_text(simple_feedback(sid, a, result), encoding="utf-8")
         result.details["feedback_error"] = (fr.get("error") or "")[-2000:]
     clock.lap("feedback_s")
-    result.details["timing"] = clock.laps
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # this worker only: nbgrader, verdict, feedback (not the kernel)
+    result.details["timing"] = {**clock.laps, "worker_cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
     return result
 
 

@@ -159,19 +159,20 @@ def main(argv=None) -> int:
         print(f"assignment {assignment} ({course}), {args.copies} copies of a correct solution")
         print(f"machine: {machine()}; load average (1/5/15 min) {load_before}", flush=True)
         rows = []
-        argv = [assignment, subs, "--course-dir", course, "--memory", args.memory, "--isolation", args.isolation]
+        grade_argv = [assignment, subs, "--course-dir", course, "--memory", args.memory, "--isolation", args.isolation]
         if args.timeout:
-            argv += ["--timeout", args.timeout]
+            grade_argv += ["--timeout", args.timeout]
         for jobs in args.jobs:
-            row = measure(argv, work / f"out-j{jobs}", jobs, args.copies)
+            row = measure(grade_argv, work / f"out-j{jobs}", jobs, args.copies)
             rows.append(row)
             print(f"--jobs {jobs}: {row['wall']:.1f} s, isolation {row['isolation']}, worker medians "
                   + ", ".join(f"{k} {v:.2f}" for k, v in row["worker"].items()), flush=True)
             if row["bad"]:
                 print(f"  not full marks: {row['bad']}")
         load_after = load()
-        text = (f"Grading throughput, `{assignment}`, {args.copies} copies of the solution "
-                f"(`benchmarks/grading_throughput.py`).\n\n"
+        command = " ".join(["benchmarks/grading_throughput.py", *(argv if argv is not None else sys.argv[1:])])
+        text = (f"Grading throughput, `{assignment}`, {args.copies} copies of the solution, written by "
+                f"`{command}`.\n\n"
                 f"Machine: {machine()}. Load average (1/5/15 min) {load_before} before, {load_after} after.\n\n"
                 + table(rows, args.copies) + "\n\n"
                 "notebook's own s = the cells' execution time; grader total s = the supervisor's wall time for one "

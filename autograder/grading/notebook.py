@@ -53,7 +53,8 @@ def load_notebook(data: bytes, max_bytes: int = MAX_BYTES) -> nbformat.NotebookN
             warnings.simplefilter("ignore")  # e.g. MissingIDFieldWarning for older notebooks
             nb = nbformat.reads(text, as_version=4)
             nbformat.validate(nb)
-    except Exception as e:  # noqa: BLE001 - nbformat raises several kinds
+    except (nbformat.ValidationError, nbformat.reader.NotJSONError,
+            ValueError, KeyError, TypeError, AttributeError) as e:  # what nbformat raises on a malformed notebook
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NotebookError(f"not a valid Jupyter notebook: {msg[:300]}") from None
     return nb

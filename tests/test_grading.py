@@ -25,15 +25,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_fixtures.course import (  # noqa: E402
-    GRADE_IDS, MAX_TOTAL, make_course, ps2_notebook, student_notebook, write)
+    GRADE_IDS, MAX_TOTAL, leftover_sandbox_pids, make_course, ps2_notebook, student_notebook, write)
 from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading import notebook as nbmod  # noqa: E402
 from autograder.grading import scan as scanmod  # noqa: E402
+from autograder.grading.cgroups import grading_cgroups  # noqa: E402
 from autograder.grading.discovery import discover, student_from_filename  # noqa: E402
 from autograder.grading.options import Options  # noqa: E402
 from autograder.grading.supervisor import grade  # noqa: E402
-from autograder.grading.users import user_pids, user_reserved  # noqa: E402
 
 ROOT = os.geteuid() == 0
 TIMEOUT = 5
@@ -56,17 +56,7 @@ ADD_HIDDEN_FAIL = "def add(a, b):\n    return a + b if a > 0 else 99"
 
 
 def _sandbox_pids():
-    """Processes of sandbox users that no running grading run has reserved (i.e. leftovers)."""
-    pids = []
-    for i in range(8):
-        try:
-            import pwd
-            uid = pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid
-        except KeyError:
-            continue
-        if not user_reserved(f"{USER_PREFIX}{i}"):  # reserved: another session's run is using it now
-            pids += user_pids(uid)
-    return pids
+    return leftover_sandbox_pids(USER_PREFIX)
 
 
 def _owner_gone(pid_text: str) -> bool:
@@ -82,11 +72,8 @@ def _owner_gone(pid_text: str) -> bool:
 
 
 def _cgroups():
-    found = []
-    for base in Path("/sys/fs/cgroup").glob("*"):
-        if base.is_dir():
-            found += [p for p in base.rglob("mfgrade-*") if p.is_dir() and _owner_gone(p.name.split("-")[1])]
-    return found
+    """Cgroups of finished runs left in the places our runs make them (not other containers' or sessions')."""
+    return [p for p in grading_cgroups() if _owner_gone(p.name.split("-")[1])]
 
 
 def _mfg_dirs():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -31,11 +30,11 @@ import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grading_fixtures.course import make_course, student_notebook, write  # noqa: E402
+from grading_fixtures.course import leftover_sandbox_pids, make_course, student_notebook, write  # noqa: E402
 from preconditions import require_sandbox  # noqa: E402
 
+from autograder.grading.cgroups import grading_cgroups  # noqa: E402
 from autograder.grading.runs import OutputLock  # noqa: E402
-from autograder.grading.users import user_pids, user_reserved  # noqa: E402
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -65,24 +64,11 @@ def results(out: Path) -> dict:
 
 
 def sandbox_user_pids() -> list:
-    """Processes of our sandbox users that no running grading run has reserved (leftovers)."""
-    pids = []
-    for i in range(8):
-        try:
-            uid = pwd.getpwnam(f"{USER_PREFIX}{i}").pw_uid
-        except KeyError:
-            continue
-        if not user_reserved(f"{USER_PREFIX}{i}"):
-            pids += user_pids(uid)
-    return pids
+    return leftover_sandbox_pids(USER_PREFIX)
 
 
 def cgroups_of(run_id: str) -> list:
-    found = []
-    for base in Path("/sys/fs/cgroup").iterdir():
-        if base.is_dir():
-            found += [p for p in base.rglob(f"mfgrade-{run_id}*") if p.is_dir()]
-    return found
+    return grading_cgroups(f"mfgrade-{run_id}")
 
 
 def summary_line(stdout: str, out: Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .users import is_root
 
-__all__ = ["Cgroup", "cleanup_stale_cgroups", "pid_alive"]
+__all__ = ["Cgroup", "cgroup_bases", "cleanup_stale_cgroups", "grading_cgroups", "pid_alive"]
 
 
 def _own_cgroup_paths() -> dict[str, str]:
@@ -175,26 +175,35 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def cgroup_bases() -> list[Path]:
+    """The folders a grading run started from this process makes its cgroups in: this process's own cgroup in
+    each v1 hierarchy we use (memory, pids, cpu), and in the v2 unified tree.  Cgroups elsewhere on the machine
+    (another container's, another session's) are none of ours."""
+    own = _own_cgroup_paths()
+    bases = [Path("/sys/fs/cgroup") / c / own[c].lstrip("/") for c in ("memory", "pids", "cpu") if c in own]
+    bases.append(Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/"))
+    return [b for b in dict.fromkeys(bases) if b.is_dir()]
+
+
+def grading_cgroups(prefix: str = "mfgrade-") -> list[Path]:
+    """Every cgroup ``mfgrade-<pid>-...`` in :func:`cgroup_bases`, of living and dead runs alike."""
+    return sorted(d for base in cgroup_bases() for d in base.glob(prefix + "*") if d.is_dir())
+
+
 def cleanup_stale_cgroups(prefix: str = "mfgrade-") -> int:
     """Remove cgroups ``mfgrade-<pid>-...`` left by a grading process that no longer exists."""
     if not is_root():
         return 0
     removed = 0
-    own = _own_cgroup_paths()
-    bases = [Path("/sys/fs/cgroup") / c / own[c].lstrip("/") for c in ("memory", "pids", "cpu") if c in own]
-    bases.append(Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/"))
-    for base in bases:
-        if not base.is_dir():
+    for d in grading_cgroups(prefix):
+        try:
+            pid = int(d.name[len(prefix):].split("-")[0])
+        except ValueError:
             continue
-        for d in base.glob(prefix + "*"):
-            try:
-                pid = int(d.name[len(prefix):].split("-")[0])
-            except ValueError:
-                continue
-            if pid_alive(pid) or not d.is_dir():
-                continue
-            c = Cgroup.__new__(Cgroup)
-            c.dirs, c.controllers, c.memory_dir, c.v2 = [d], [], None, False
-            c.remove()
-            removed += 1
+        if pid_alive(pid):
+            continue
+        c = Cgroup.__new__(Cgroup)
+        c.dirs, c.controllers, c.memory_dir, c.v2 = [d], [], None, False
+        c.remove()
+        removed += 1
     return removed

@@ -42,15 +42,14 @@ Per-rating SGD is a Python loop over 80,000 ratings per epoch: too slow in numpy
 (``batch_size=1024`` ratings, reshuffled every epoch) and compute each batch's summed gradient with
 array operations. The scatter-add of per-rating terms into per-user rows (users repeat within a batch)
 is one sparse product: ``S @ Q_batch`` where ``S[row, j] = -2 e_j`` if rating ``j`` belongs to that row.
-This is exact accumulation (``np.add.at`` would be equivalent but ~15x slower). Because the ratings of
-one batch are spread over hundreds of users and items, a batch step is close to ``batch_size`` per-rating
-steps. Measured on ML-100K (``explicit_split`` seeds 0, 1, 2): batch sizes from 256 to 4096 give the same
-test RMSE to 1e-4, and per-rating SGD (Surprise 1.1.5 with the equivalent ``lr_all=0.01, reg_all=0.1,
-init_std_dev=0.05``, 100 factors, 50 epochs) reaches 0.9077 against 0.9070 here. With ``batch_size=1``
-``fit`` *is* per-rating SGD (``tests/test_svd.py`` checks it against a textbook loop).
+This is exact accumulation, the same sums as ``np.add.at`` without its per-element overhead. Because
+the ratings of one batch are spread over hundreds of users and items, a batch step is close to
+``batch_size`` per-rating steps; with ``batch_size=1`` ``fit`` *is* per-rating SGD (``tests/test_svd.py``
+checks it against a textbook loop).
 
 Defaults (tuned on ML-100K): 100 factors, learning_rate 0.005, regularization 0.1, 50 epochs,
-init_std 0.05 -> test RMSE 0.9045 / 0.9094 / 0.9071 on seeds 0 / 1 / 2 (mean 0.907), ~1.5-2.5 s per fit.
+init_std 0.05. Their test RMSE and fit time, next to Surprise's SVD, are in the README's tables and
+``docs/benchmarks.md``, written by one ``make bench`` run (never copied here by hand).
 """
 from __future__ import annotations
 

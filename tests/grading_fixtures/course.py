@@ -129,3 +129,20 @@ def write(nb, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
+
+
+def leftover_sandbox_pids(user_prefix: str, slots: int = 8) -> list[int]:
+    """Processes of the sandbox users ``<user_prefix>0..`` that no running grading run has reserved: what a
+    finished run left behind (a reserved user is another test session's run, busy now)."""
+    import pwd
+
+    from autograder.grading.users import user_pids, user_reserved
+    pids = []
+    for i in range(slots):
+        try:
+            uid = pwd.getpwnam(f"{user_prefix}{i}").pw_uid
+        except KeyError:
+            continue
+        if not user_reserved(f"{user_prefix}{i}"):
+            pids += user_pids(uid)
+    return pids

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_fixtures.course import make_course, student_notebook, write  # noqa: E402
+from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading import deadlines as dl  # noqa: E402
 from autograder.grading.discovery import Submission, discover  # noqa: E402
@@ -30,14 +31,13 @@ UTC = timezone.utc
 NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
 
 
-def _namespaces_work() -> bool:
-    if os.geteuid() != 0:
-        return False
-    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+@pytest.fixture
+def sandbox():
+    """Skips -- or with CI=true / as root fails -- unless root and Linux namespaces work here."""
+    require_sandbox()
 
 
-needs_sandbox = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root")
+needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 
 def cli(*args, check=True) -> subprocess.CompletedProcess:
@@ -212,10 +212,7 @@ def rows(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def term(tmp_path_factory):
-    if not _namespaces_work():
-        if os.geteuid() == 0 or os.environ.get("CI"):
-            pytest.fail("Linux namespaces do not work here: the sandbox cannot run, so these tests cannot pass")
-        pytest.skip("needs root and Linux namespaces")
+    require_sandbox()
     root = tmp_path_factory.mktemp("deadlines")
     course = make_course(root / "course")
     soft, out = root / "soft" / "submitted", root / "out"

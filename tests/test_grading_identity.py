@@ -27,6 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading_fixtures.course import make_course, student_notebook, write  # noqa: E402
+from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading.discovery import discover  # noqa: E402
 from autograder.grading.identity import Person, assign_ids  # noqa: E402
@@ -38,24 +39,13 @@ WRONG_MEAN = {"mean-solution": "def mean(xs):\n    return 0"}
 ADD_WRONG = {"add-solution": "def add(a, b):\n    return a - b"}
 
 
-def _namespaces_work() -> bool:
-    if os.geteuid() != 0:
-        return False
-    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+@pytest.fixture
+def sandbox():
+    """Skips -- or with CI=true / as root fails -- unless root and Linux namespaces work here."""
+    require_sandbox()
 
 
-# as root or in CI a broken sandbox fails these tests (in the fixtures) instead of skipping them
-needs_sandbox = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root")
-
-
-def require_sandbox() -> None:
-    """Fail (root, CI) or skip (elsewhere) when the sandbox's namespaces do not work here."""
-    if not _namespaces_work():
-        if os.geteuid() == 0 or os.environ.get("CI"):
-            pytest.fail("Linux namespaces do not work here (`unshare --mount --net --pid --fork true` failed): "
-                        "the sandbox cannot run, so these tests cannot pass")
-        pytest.skip("needs root and Linux namespaces")
+needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 
 def cli(*args, check=True) -> subprocess.CompletedProcess:

@@ -30,6 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from course_bugs import ROOT, load_corpus  # noqa: E402
 from grading_fixtures.course import make_course, student_notebook, write  # noqa: E402
+from preconditions import require_sandbox  # noqa: E402
 
 from autograder.grading import report, shard  # noqa: E402
 from autograder.grading.discovery import Submission  # noqa: E402
@@ -40,14 +41,13 @@ PY = sys.executable
 USER_PREFIX = "mfterm-sbx"   # not the users of tests/test_grading.py, whose leftover checks must not see ours
 
 
-def _namespaces_work() -> bool:
-    if os.geteuid() != 0:
-        return False
-    probe = ["unshare", "--mount", "--net", "--pid", "--fork", "true"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+@pytest.fixture
+def sandbox():
+    """Skips -- or with CI=true / as root fails -- unless root and Linux namespaces work here."""
+    require_sandbox()
 
 
-needs_sandbox = pytest.mark.skipif(not _namespaces_work(), reason="needs root and Linux namespaces")
+needs_sandbox = pytest.mark.usefixtures("sandbox")
 
 
 def cli(*args, check=True, cwd=None) -> subprocess.CompletedProcess:
@@ -168,6 +168,21 @@ def test_merge_refuses(tmp_path, case, message):
     assert r.returncode == 2 and message in r.stderr, r.stderr
     if case != "out_exists":
         assert not out.exists()
+
+
+def test_shards_with_different_deadline_options_have_different_fingerprints():
+    """--deadline / --hard-deadline / --late-policy / --timezone decide which version is graded and the late
+    columns, so shards graded with different ones must not merge (merge compares the fingerprints)."""
+    from autograder.grading.options import Options
+    base = dict(assignment="ps1", submissions="subs")
+    plain = shard.fingerprint("src", Options(**base))
+    assert plain == shard.fingerprint("src", Options(**base))
+    others = [shard.fingerprint("other-src", Options(**base)),
+              shard.fingerprint("src", Options(**base, deadline="2026-09-28T23:59")),
+              shard.fingerprint("src", Options(**base, deadline="2026-09-28T23:59", hard_deadline="2026-10-05T23:59")),
+              shard.fingerprint("src", Options(**base, deadline="2026-09-28T23:59", late_policy="10%/day")),
+              shard.fingerprint("src", Options(**base, timezone="Europe/Paris"))]
+    assert len({plain, *others}) == 1 + len(others)
 
 
 # --- LMS export: the importers' rules -----------------------------------------------------------------
@@ -557,8 +572,7 @@ CLASS = {  # file name -> (solutions changed)
 @pytest.fixture(scope="module")
 def term_run(tmp_path_factory):
     """One course graded once on one machine and once as 3 shards (3 processes at the same time), then merged."""
-    if not _namespaces_work():
-        pytest.skip("needs root and Linux namespaces")
+    require_sandbox()
     root = tmp_path_factory.mktemp("term")
     course = make_course(root / "course")
     subs = root / "subs"

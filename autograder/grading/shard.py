@@ -73,6 +73,15 @@ def class_digest(subs) -> str:
     return h.hexdigest()
 
 
+def fingerprint(source_hash: str, opts) -> str:
+    """What every shard of one class must share, as one digest: the assignment's source and grading options
+    (``source_hash``) and the deadline options (``--deadline``, ``--hard-deadline``, ``--late-policy``,
+    ``--timezone``), which are not part of a grade's cache key but decide which version is graded and the late
+    columns.  ``merge`` refuses shards whose fingerprints differ."""
+    parts = (source_hash, opts.deadline or "", opts.hard_deadline or "", opts.late_policy or "", opts.timezone or "")
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
 def begin(out: Path, spec: str, subs, assignment: str, fingerprint: str) -> list:
     """Select shard ``spec`` ("K/N") of the discovered submissions ``subs`` and write its manifest
     (``complete: false``) into ``out``; returns the selected submissions.

@@ -290,7 +290,7 @@ class Grader:
         disc = discover(o.submissions, o.assignment, self.assignment.known_assignments, tz=o.timezone)
         subs = disc.submissions
         if o.shard:  # only this shard's students, and its manifest for `merge`
-            subs = shard.begin(self.out, o.shard, subs, o.assignment, self.assignment.source_hash)
+            subs = shard.begin(self.out, o.shard, subs, o.assignment, shard.fingerprint(self.assignment.source_hash, o))
         students = [s.student for s in subs]  # grades.csv lists everybody, even with --student
         if o.students:
             subs = [s for s in subs if s.student in set(o.students)]

@@ -18,19 +18,16 @@ demo: $(STAMP)
 	$(PY) benchmarks/demo.py
 	$(PY) -m autograder demo
 
-## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs), 2 workers; then the
-## sandboxed class-grading tests on their own (they grade with 2 jobs themselves and check that no
-## sandbox process is left behind, which another worker's grading run would confuse).
+## The whole test suite (unit tests, model quality on ML-100K, real nbgrader runs, the bug corpus, sandboxed class
+## grading), on 2 workers; the tests of one class-grading file stay on one worker (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=15 --ignore=tests/test_grading.py --ignore=tests/test_grading_runtime.py \
-		--ignore=tests/test_grading_secrets.py --ignore=tests/test_grading_identity.py --ignore=tests/test_deadlines.py
-	$(PY) -m pytest tests/test_grading.py tests/test_grading_runtime.py tests/test_grading_secrets.py \
-		tests/test_grading_identity.py tests/test_deadlines.py --durations=5
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=20
 
 ## Unit tests only (no nbgrader course runs).
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not course" --ignore=tests/test_grading.py --ignore=tests/test_grading_runtime.py \
-		--ignore=tests/test_grading_secrets.py --ignore=tests/test_grading_identity.py --ignore=tests/test_deadlines.py
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not course" --ignore=tests/test_grading.py \
+		--ignore=tests/test_grading_runtime.py --ignore=tests/test_grading_secrets.py \
+		--ignore=tests/test_grading_identity.py --ignore=tests/test_deadlines.py --ignore=tests/test_term.py
 
 ## course_src/*.py -> solutions/*.ipynb (executed, with outputs) -> assignments/ (nbgrader release)
 notebooks: $(STAMP)

@@ -22,3 +22,18 @@ def implicit_split_0(ml100k):
     from mflib.evaluation import implicit_split
 
     return implicit_split(ml100k, random_state=0)
+
+
+# Test files whose module-scoped fixtures grade a whole class in the sandbox: all of a file's tests go to one
+# xdist worker (`-n 2 --dist loadgroup`, see the Makefile), so each class is graded once, not once per worker.
+# Files may run at the same time as each other: each uses its own sandbox users, and the leftover checks only
+# count processes of unreserved users and cgroups / work folders whose grading process is gone.
+ONE_WORKER_FILES = {"test_grading.py", "test_grading_runtime.py", "test_grading_secrets.py",
+                    "test_grading_identity.py", "test_deadlines.py", "test_term.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in ONE_WORKER_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -33,7 +33,7 @@ from preconditions import missing, require_sandbox  # noqa: E402
 from autograder.grading import codec, sanitize  # noqa: E402
 from autograder.grading.render import CSP  # noqa: E402
 
-USER_PREFIX = "mfgrade-sbx"
+USER_PREFIX = "mfsec-sbx"   # not the users of the other grading tests, which may run at the same time
 REPO = Path(__file__).resolve().parents[1]
 
 

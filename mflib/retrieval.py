@@ -192,8 +192,8 @@ class FaissIndex:
         HNSW: candidate list size while building (more = better graph, slower build).
     ef_search : int
         HNSW: candidate list size while searching (more = better recall, slower queries); can be
-        changed after building through the ``ef_search`` attribute. Keep ``ef_search >= k``: whether faiss
-        widens a smaller candidate list to ``k`` on its own depends on its version, so do not count on it.
+        changed after building through the ``ef_search`` attribute. Keep ``ef_search >= k``: faiss 1.15
+        returns at most ``ef_search`` results (``mflib.two_stage`` raises it to the pool size for that reason).
     deterministic : bool
         Build the HNSW graph with one thread. faiss draws node levels from a fixed seed, but a parallel
         build inserts nodes in a timing-dependent order; one thread makes the graph reproducible.

@@ -46,6 +46,8 @@ from mflib.evaluation import explicit_split, implicit_split
 from mflib.newusers import ndcg_for_vectors, new_user_split, popularity_vectors
 from mflib.retrieval import FaissIndex, topk_inner_product
 
+VARIANT = "100k"  # the MovieLens variant for the whole notebook: "100k", or "1m" (runs unchanged, slower)
+
 # %% [markdown]
 # ## 1. A new user from a few ratings
 #
@@ -61,7 +63,7 @@ from mflib.retrieval import FaissIndex, topk_inner_product
 # $\alpha\, r_{ui}$, so on 0/1 data its `alpha` is ours plus one.
 
 # %%
-ds = load_movielens("100k")
+ds = load_movielens(VARIANT)
 positives = ds.implicit()  # users x items CSR, 1.0 where the rating is >= 4
 split = new_user_split(positives, n_users=200, random_state=0)
 without_them = split.training_matrix(0)  # the 200 users' rows are empty: the model never sees them
@@ -292,7 +294,7 @@ fig, ax = plt.subplots(figsize=(6.5, 3.5))
 for name, values in results.items():
     ax.plot(KS, values, marker="o", label=name, linestyle="--" if name == "full retrain" else "-")
 ax.set(xlabel="positives the new user gave (k)", ylabel="NDCG@10 on the rest", xticks=KS,
-       title="200 new users of ML-100K")
+       title=f"200 new users of ML-{VARIANT.upper()}")
 ax.legend()
 plt.show()
 print(new_users_table.round(4).to_string())

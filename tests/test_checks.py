@@ -280,6 +280,17 @@ def test_loss_bugs(history, expected):
     assert expected in failure(check_loss_decreases, history)
 
 
+@pytest.mark.parametrize("history, expected", [
+    ([1.0, 0.9, float("nan"), 0.5], "singular system"),
+    ([0.7, 0.6, 0.512, 0.631, 0.4], "the solve does not minimise the loss you record"),
+    ([1.0, 1.01, 1.02, 1.03, 1.04], "the solve and the recorded loss disagree"),
+    ([1.0, 0.99, 0.985, 0.98], "too few iterations"),
+])
+def test_loss_bugs_of_closed_form_solves_never_blame_a_learning_rate(history, expected):
+    message = failure(check_loss_decreases, history, name="ALS training loss", closed_form=True)
+    assert expected in message and "learning rate" not in message
+
+
 # ---------------------------------------------------------------------------------------------
 # check_rmse
 # ---------------------------------------------------------------------------------------------

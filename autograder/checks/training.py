@@ -13,15 +13,40 @@ from ._common import _fail, _is_sparse, _ok, _to_plain
 
 __all__ = ["check_loss_decreases", "check_factors", "check_rmse", "Measured"]
 
-def check_loss_decreases(loss_history, min_relative_drop: float = 0.05, name=None, *, max_rise: float = 0.1):
+# What a failing loss curve suggests, by optimiser: a step size for gradient methods; for closed-form
+# alternating solves (ALS), whose every half-step minimises the loss exactly, a solve that does not minimise
+# the loss being recorded.
+_HINTS = {
+    False: {"nonfinite": "learning rate too large (the updates diverged), or a log/division of zero",
+            "rise": "step too large (lower the learning rate) or gradient sign flipped",
+            "up": "gradient sign flipped (you are climbing the loss) or learning rate too large",
+            "climb": "learning rate too large (training diverges)",
+            "flat": "learning rate too small, too few epochs, or the update is not applied to the parameters"},
+    True: {"nonfinite": "a singular system (is the regularization λI added to the matrix you solve?), or a "
+                        "log/division of zero",
+           "rise": "an exact alternating solve never raises the loss, so the solve does not minimise the "
+                   "loss you record (a term, e.g. the regularization λI or the confidence weights, in one "
+                   "and not the other)",
+           "up": "an exact alternating solve never raises the loss: the solve and the recorded loss disagree "
+                 "(a term, e.g. the regularization λI, in one and not the other)",
+           "climb": "an exact alternating solve never raises the loss: the solve and the recorded loss disagree",
+           "flat": "too few iterations, or the solved factors are not stored back into the model"},
+}
+
+
+def check_loss_decreases(loss_history, min_relative_drop: float = 0.05, name=None, *, max_rise: float = 0.1,
+                         closed_form: bool = False):
     """The training loss must fall by ``min_relative_drop`` (relative) from the first to the last epoch.
 
     Robust to SGD noise: small bumps are allowed; a single rise between consecutive epochs fails only
     when it exceeds ``max_rise`` (relative), and so does a climb back from the minimum. NaN/inf fail.
     ``loss_history`` is a sequence of per-epoch losses or a model with ``loss_history_``.
+    ``closed_form=True`` for alternating exact solves (ALS): the messages then point at the solve and the
+    loss disagreeing, not at a learning rate that such a model does not have.
     """
     __tracebackhide__ = True
     label = name or "loss"
+    hints = _HINTS[bool(closed_form)]
     if hasattr(loss_history, "loss_history_"):
         loss_history = loss_history.loss_history_
     if loss_history is None:
@@ -38,8 +63,7 @@ def check_loss_decreases(loss_history, min_relative_drop: float = 0.05, name=Non
     if not bool(_np.all(finite)):
         epoch = int(_np.flatnonzero(~finite)[0])
         kind = "NaN" if math.isnan(float(losses[epoch])) else "inf"
-        _fail(f"{label} is {kind} at epoch {epoch + 1}: learning rate too large (the updates diverged), "
-              "or a log/division of zero")
+        _fail(f"{label} is {kind} at epoch {epoch + 1}: {hints['nonfinite']}")
     first, last = float(losses[0]), float(losses[-1])
     scale = lambda value: max(abs(value), 1e-12)  # noqa: E731
     # a rise counts when it is large against both the current loss and the whole curve's range
@@ -52,20 +76,18 @@ def check_loss_decreases(loss_history, min_relative_drop: float = 0.05, name=Non
     if len(big):
         i = int(big[0])
         _fail(f"{label} rose between epochs {i + 1} and {i + 2} ({fmt(losses[i])} → {fmt(losses[i + 1])}): "
-              "step too large (lower the learning rate) or gradient sign flipped")
+              f"{hints['rise']}")
     if last > first:
-        _fail(f"{label} went up from {fmt(first)} (epoch 1) to {fmt(last)} (epoch {len(losses)}): gradient "
-              "sign flipped (you are climbing the loss) or learning rate too large")
+        _fail(f"{label} went up from {fmt(first)} (epoch 1) to {fmt(last)} (epoch {len(losses)}): {hints['up']}")
     lowest = int(_np.argmin(losses))
     if lowest < len(losses) - 1 and (last - float(losses[lowest])) / max(scale(float(losses[lowest])),
                                                                          spread) > max_rise:
         _fail(f"{label} fell to {fmt(losses[lowest])} at epoch {lowest + 1} then climbed back to {fmt(last)} "
-              f"at epoch {len(losses)}: learning rate too large (training diverges)")
+              f"at epoch {len(losses)}: {hints['climb']}")
     drop = (first - last) / scale(first)
     if drop < min_relative_drop:
         _fail(f"{label} fell only {100 * drop:.1f}% ({fmt(first)} → {fmt(last)}); at least "
-              f"{100 * min_relative_drop:.0f}% expected: learning rate too small, too few epochs, or the "
-              "update is not applied to the parameters")
+              f"{100 * min_relative_drop:.0f}% expected: {hints['flat']}")
     _ok(f"{label} decreases: {fmt(first)} → {fmt(last)} over {len(losses)} epochs ({100 * drop:.0f}% lower)")
 
 

@@ -29,7 +29,7 @@ def implicit_split_0(ml100k):
 # Files may run at the same time as each other: each uses its own sandbox users, and the leftover checks only
 # count processes of unreserved users and cgroups / work folders whose grading process is gone.
 ONE_WORKER_FILES = {"test_grading.py", "test_grading_runtime.py", "test_grading_secrets.py",
-                    "test_grading_identity.py", "test_deadlines.py", "test_term.py"}
+                    "test_grading_identity.py", "test_deadlines.py", "test_term.py", "test_grading_course.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups

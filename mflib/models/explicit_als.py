@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from ._rowsolve import solve_rows
 from .base import FactorModel, progress
-from .svd import _triples, predict_ratings, svd_loss
+from .svd import _triples, predict_fitted, svd_loss
 
 __all__ = ["ExplicitALS", "fit_explicit_als", "solve_biased", "explicit_als_loss", "ratings_matrix"]
 
@@ -204,15 +204,7 @@ class ExplicitALS(FactorModel):
         """Predicted ratings ``mu + b_u + b_i + p_u . q_i``, clipped to ``rating_scale`` (float32; a scalar
         pair gives a 0-d result)."""
         self._check_fitted()
-        users_arr = np.asarray(users, dtype=np.int64)
-        items_arr = np.asarray(items, dtype=np.int64)
-        for name, index, size in (("user", users_arr, len(self.user_bias)), ("item", items_arr, len(self.item_bias))):
-            if index.size and (index.min() < 0 or index.max() >= size):
-                raise IndexError(f"{name} index out of range [0, {size}): the model was fitted on {size} {name}s")
-        prediction = predict_ratings(self.global_mean, self.user_bias, self.item_bias, self.user_factors,
-                                     self.item_factors, np.atleast_1d(users_arr).ravel(),
-                                     np.atleast_1d(items_arr).ravel(), rating_scale=self.rating_scale)
-        return prediction.astype(np.float32).reshape(np.broadcast(users_arr, items_arr).shape)
+        return predict_fitted(self, users, items)
 
     def score(self, userid, itemids=None) -> np.ndarray:
         """Unclipped predicted ratings of user(s) ``userid`` for all items (or ``itemids``)."""

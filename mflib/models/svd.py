@@ -179,6 +179,22 @@ def sgd_step(global_mean, user_bias, item_bias, user_factors, item_factors, user
 
 
 # ---- the estimator ------------------------------------------------------------------------------------
+def predict_fitted(model, users, items) -> np.ndarray:
+    """:func:`predict_ratings` with a fitted biased-MF model's arrays (``global_mean``, ``user_bias``,
+    ``item_bias``, ``user_factors``, ``item_factors``, ``rating_scale``), for index arrays of any broadcastable
+    shapes; an index outside the fitted users / items raises ``IndexError``.  ``SVD`` and ``ExplicitALS``
+    (same model, other optimiser) predict with it."""
+    users_arr = np.asarray(users, dtype=np.int64)
+    items_arr = np.asarray(items, dtype=np.int64)
+    for name, index, size in (("user", users_arr, len(model.user_bias)), ("item", items_arr, len(model.item_bias))):
+        if index.size and (index.min() < 0 or index.max() >= size):
+            raise IndexError(f"{name} index out of range [0, {size}): the model was fitted on {size} {name}s")
+    prediction = predict_ratings(model.global_mean, model.user_bias, model.item_bias, model.user_factors,
+                                 model.item_factors, np.atleast_1d(users_arr).ravel(),
+                                 np.atleast_1d(items_arr).ravel(), rating_scale=model.rating_scale)
+    return prediction.astype(np.float32, copy=False).reshape(np.broadcast(users_arr, items_arr).shape)
+
+
 class SVD(FactorModel):
     """Biased matrix factorisation of explicit ratings, ``r_hat = mu + b_u + b_i + p_u . q_i``, by SGD.
 
@@ -281,15 +297,7 @@ class SVD(FactorModel):
         """Predicted ratings ``mu + b_u + b_i + p_u . q_i``, clipped to ``rating_scale`` (float32 array;
         a scalar pair gives a 0-d result)."""
         self._check_fitted()
-        users_arr = np.asarray(users, dtype=np.int64)
-        items_arr = np.asarray(items, dtype=np.int64)
-        for name, index, size in (("user", users_arr, len(self.user_bias)), ("item", items_arr, len(self.item_bias))):
-            if index.size and (index.min() < 0 or index.max() >= size):
-                raise IndexError(f"{name} index out of range [0, {size}): the model was fitted on {size} {name}s")
-        prediction = predict_ratings(self.global_mean, self.user_bias, self.item_bias, self.user_factors,
-                                     self.item_factors, np.atleast_1d(users_arr).ravel(),
-                                     np.atleast_1d(items_arr).ravel(), rating_scale=self.rating_scale)
-        return prediction.reshape(np.broadcast(users_arr, items_arr).shape)
+        return predict_fitted(self, users, items)
 
     def score(self, userid, itemids=None) -> np.ndarray:
         """Unclipped predicted ratings of user(s) ``userid`` for all items (or ``itemids``)."""

@@ -78,3 +78,10 @@ def test_an_entry_that_never_ends_is_killed_and_reported(tmp_path):
               cell_timeout=600, entry_timeout=3)
     assert "longer than 3 s" in out["entries"]["forever"]["error"]
     assert out["solution"]["lost"] == []
+
+
+def test_an_error_in_the_harness_fails_that_entry_only(tmp_path):
+    out = run(tmp_path, [entry("bad_feedback", "add-solution", ADD, "return a - b", feedback=5),
+                         entry("fine", "add-solution", ADD, "return a - b", feedback="AssertionError")])
+    assert out["entries"]["bad_feedback"]["error"].startswith("the harness failed: TypeError")
+    assert out["entries"]["fine"]["lost"] == ["test-add"] and out["solution"]["lost"] == []

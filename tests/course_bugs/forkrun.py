@@ -119,9 +119,9 @@ def fork_entry(shell, cells, index: int, entry: dict, spec: dict) -> dict:
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the child: never returns
+    if pid == 0:  # the child: never returns into the parent's loop, whatever happens
         os.close(read_end)
-        code = 0
+        payload = b""
         try:
             cell = cells[index].copy()
             for old, new in entry.get("replace", []):
@@ -130,12 +130,14 @@ def fork_entry(shell, cells, index: int, entry: dict, spec: dict) -> dict:
             result = run_tail(shell, changed, index, spec["cell_timeout"], entry.get("feedback"),
                               stop_early=entry["kind"] == "bug")
             payload = json.dumps(result).encode()
-        except BaseException as error:  # report anything to the parent, which fails that entry  # noqa: BLE001
-            payload = json.dumps({"error": f"{type(error).__name__}: {error}"}).encode()
-            code = 1
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(payload)
-        os._exit(code)
+        finally:
+            # on an error escaping the shell, send what it was: the parent fails that entry with it
+            error = sys.exc_info()[1]
+            if error is not None:
+                payload = json.dumps({"error": f"the harness failed: {type(error).__name__}: {error}"}).encode()
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+            os._exit(1 if error is not None else 0)
     os.close(write_end)
     chunks, deadline = [], time.monotonic() + spec["entry_timeout"]
     timed_out = False

@@ -400,15 +400,15 @@ def main(argv=None) -> None:
     print("\n".join(machine), flush=True)
     ds = load_movielens("100k")
     seeds = args.seeds[:1] if args.quick else args.seeds
-    parts, readme = {}, {}
+    parts = {}
     if "implicit" in args.only:
         rows = quality_implicit(ds, seeds, args.quick)
         print_table("Implicit feedback (positives = rating >= 4, 80/20 split of positives)", rows, IMPLICIT_COLUMNS)
-        parts["implicit"] = readme["implicit"] = markdown_table(rows, IMPLICIT_COLUMNS, name_header="implicit feedback")
+        parts["implicit"] = markdown_table(rows, IMPLICIT_COLUMNS, name_header="implicit feedback")
     if "explicit" in args.only:
         rows = quality_explicit(ds, seeds, args.quick, not args.no_svdpp)
         print_table("Explicit ratings (80/20 split of all ratings)", rows, EXPLICIT_COLUMNS)
-        parts["explicit"] = readme["explicit"] = markdown_table(rows, EXPLICIT_COLUMNS, name_header="explicit ratings")
+        parts["explicit"] = markdown_table(rows, EXPLICIT_COLUMNS, name_header="explicit ratings")
     if "speed" in args.only:
         import speed
 
@@ -416,7 +416,7 @@ def main(argv=None) -> None:
         print(f"\nSpeed (interleaved, best of {repeats}, two passes)", flush=True)
         tasks = speed.measure(speed.speed_tasks(ds, args.quick), repeats=repeats, passes=2)
         rows, noise = speed.summarise(tasks)
-        parts["speed"] = readme["speed"] = speed_markdown(rows, noise, repeats)
+        parts["speed"] = speed_markdown(rows, noise, repeats)
         parts["speed"] += "\n\n" + speed.als_profile()
         print(parts["speed"], flush=True)
     if "seed-scale" in args.only:
@@ -463,6 +463,7 @@ def main(argv=None) -> None:
         REPORT.write_text(text)
         README.write_text(replace_between_markers(README.read_text(), readme_block(text), str(README)))
         print(f"\nwrote {REPORT} and the tables of {README}")
+
 
 if __name__ == "__main__":
     main()
